@@ -1,0 +1,94 @@
+"""Causal self-attention variants. Each takes (B, T, d_model) and returns the same shape; positional encodings reach
+it through the `pos` hooks (rotate queries/keys, add a score bias), which are no-ops for encodings acting elsewhere."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ablate.model.pos_enc import PositionalEncoding
+from ablate.registry import Registry
+from ablate.spec import ModelSpec
+
+ATTENTION = Registry("attention")
+
+
+def causal_attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor | None, dropout_p: float
+) -> torch.Tensor:
+    """q: (B, H, T, D); k, v: (B, H_kv, T, D) with H_kv dividing H; bias: (H, T, T) or None -> (B, H, T, D_v)."""
+    gqa = k.shape[1] != q.shape[1]
+    if bias is None:
+        return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, is_causal=True, enable_gqa=gqa)
+    t = q.shape[-2]
+    future = torch.ones(t, t, dtype=torch.bool, device=q.device).triu(1)
+    mask = bias.to(q.dtype).masked_fill(future, float("-inf"))
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p, enable_gqa=gqa)
+
+
+class Attention(nn.Module):
+    # Where a positional encoding may act on this attention; input-side encodings and none always work.
+    supports: frozenset = frozenset({None, "input", "rotary", "bias"})
+    unsupported_reason: dict[str, str] = {}
+
+    def __init__(self, spec: ModelSpec, layer: int):
+        super().__init__()
+        self.layer = layer
+        self.dropout_p = spec.dropout
+
+
+@ATTENTION.register("gqa")
+class GroupedQueryAttention(Attention):
+    """Grouped-query attention (Ainslie et al., 2023): n_heads query heads share n_kv_heads key/value heads."""
+
+    def __init__(self, spec: ModelSpec, layer: int, n_kv_heads: int = 2):
+        super().__init__(spec, layer)
+        self.n_heads, self.n_kv_heads, self.head_dim = spec.n_heads, n_kv_heads, spec.head_dim
+        self.q_proj = nn.Linear(spec.d_model, spec.n_heads * spec.head_dim, bias=spec.bias)
+        self.kv_proj = nn.Linear(spec.d_model, 2 * n_kv_heads * spec.head_dim, bias=spec.bias)
+        self.out_proj = nn.Linear(spec.n_heads * spec.head_dim, spec.d_model, bias=spec.bias)
+        self.out_proj.is_residual_output = True
+
+    @classmethod
+    def check(cls, spec: ModelSpec, n_kv_heads: int = 2) -> list[str]:
+        if not isinstance(n_kv_heads, int) or n_kv_heads < 1 or spec.n_heads % n_kv_heads:
+            divisors = [h for h in range(1, spec.n_heads + 1) if spec.n_heads % h == 0]
+            return [
+                f"attention.n_kv_heads={n_kv_heads} must divide model.n_heads={spec.n_heads}; "
+                f"use one of {divisors}"
+            ]
+        return []
+
+    def forward(self, x: torch.Tensor, pos: PositionalEncoding) -> torch.Tensor:
+        b, t, _ = x.shape
+        q = self.q_proj(x).view(b, t, self.n_heads, self.head_dim).transpose(1, 2)
+        k, v = self.kv_proj(x).view(b, t, 2, self.n_kv_heads, self.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
+        q, k = pos.rotate(q), pos.rotate(k)
+        bias = pos.score_bias(self.layer, t, x.device)
+        y = causal_attention(q, k, v, bias, self.dropout_p if self.training else 0.0)  # (B, H, T, D)
+        return self.out_proj(y.transpose(1, 2).reshape(b, t, -1))
+
+
+@ATTENTION.register("mha")
+class MultiHeadAttention(GroupedQueryAttention):
+    """Standard multi-head attention: every query head has its own key/value head."""
+
+    def __init__(self, spec: ModelSpec, layer: int):
+        super().__init__(spec, layer, n_kv_heads=spec.n_heads)
+
+    @classmethod
+    def check(cls, spec: ModelSpec) -> list[str]:
+        return []
+
+
+@ATTENTION.register("mqa")
+class MultiQueryAttention(GroupedQueryAttention):
+    """Multi-query attention (Shazeer, 2019): all query heads share one key/value head."""
+
+    def __init__(self, spec: ModelSpec, layer: int):
+        super().__init__(spec, layer, n_kv_heads=1)
+
+    @classmethod
+    def check(cls, spec: ModelSpec) -> list[str]:
+        return []

@@ -1,0 +1,46 @@
+"""`python -m ablate.run [overrides]` (one run) or `python -m ablate.run -m a=x,y ...` (a sweep)."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from omegaconf import DictConfig, open_dict
+
+from ablate.spec import SpecError
+from ablate.train import train
+
+log = logging.getLogger("ablate")
+
+
+@hydra.main(config_path="../conf", config_name="config", version_base="1.3")
+def main(cfg: DictConfig) -> dict | None:
+    hydra_cfg = HydraConfig.get()
+    with open_dict(cfg):
+        cfg.out_dir = hydra_cfg.runtime.output_dir
+        if cfg.logger.name == "wandb" and cfg.logger.group is None and hydra_cfg.mode == RunMode.MULTIRUN:
+            cfg.logger.group = hydra_cfg.sweep.dir.rstrip("/").split("/", 1)[-1].replace("/", "_")
+    multirun = hydra_cfg.mode == RunMode.MULTIRUN
+    try:
+        summary = train(cfg, list(hydra_cfg.overrides.task))
+    except SpecError as e:
+        for line in e.problems:
+            log.error("config error: %s", line)
+        if not multirun:
+            sys.exit(2)
+        return None
+    except Exception as e:  # recorded in the run dir; a sweep goes on with the next job
+        log.error("run failed: %s: %s (details in %s/error.txt)", type(e).__name__, e, cfg.out_dir)
+        if not multirun:
+            sys.exit(1)
+        return None
+    log.info("%s: %s, final val loss %.4f -> %s", summary["overrides"], summary["status"],
+             summary.get("final/val_loss", float("nan")), cfg.out_dir)
+    return summary
+
+
+if __name__ == "__main__":
+    main()

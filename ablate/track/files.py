@@ -1,0 +1,94 @@
+"""The run directory: the source of truth every other part (sweep, compare) reads.
+
+config.yaml (resolved) · overrides.yaml · metrics.jsonl · summary.json · checkpoints/ · sample.txt · error.txt
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import yaml
+from omegaconf import DictConfig, OmegaConf
+
+# Keys that say where or how a run is recorded, not what it computes: excluded from the config hash.
+_UNHASHED_KEYS = ("out_dir", "logger", "device")
+
+
+def atomic_write(path: Path, text: str) -> None:
+    """Write via a temporary file and rename, so readers (and a kill -9) never see a partial file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def config_hash(cfg: DictConfig) -> str:
+    """A hash of the resolved config minus output/logging keys: equal hashes mean the same computation."""
+    container = OmegaConf.to_container(cfg, resolve=True)
+    for key in _UNHASHED_KEYS:
+        container.pop(key, None)
+    container.get("data", {}).pop("cache_dir", None)
+    return hashlib.sha256(json.dumps(container, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)  # "nan" / "inf": JSON has no literal for them
+    return value
+
+
+class RunFiles:
+    def __init__(self, run_dir: str | os.PathLike):
+        self.dir = Path(run_dir)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.checkpoints = self.dir / "checkpoints"
+        self._metrics = None
+
+    def write_config(self, cfg: DictConfig, overrides: list[str]) -> None:
+        atomic_write(self.dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
+        atomic_write(self.dir / "overrides.yaml", yaml.safe_dump(list(overrides)))
+
+    def log(self, row: dict[str, Any]) -> None:
+        if self._metrics is None:
+            self._metrics = open(self.dir / "metrics.jsonl", "a")
+        self._metrics.write(json.dumps({k: _jsonable(v) for k, v in row.items()}) + "\n")
+        self._metrics.flush()
+
+    def write_summary(self, summary: dict[str, Any]) -> None:
+        atomic_write(self.dir / "summary.json", json.dumps({k: _jsonable(v) for k, v in summary.items()}, indent=2))
+
+    def write_text(self, name: str, text: str) -> None:
+        atomic_write(self.dir / name, text)
+
+    def close(self) -> None:
+        if self._metrics is not None:
+            self._metrics.close()
+            self._metrics = None
+
+
+def load_run(path: str | os.PathLike) -> tuple[DictConfig, list[dict[str, Any]], dict[str, Any]]:
+    """(resolved config, metrics rows, summary) of a run directory."""
+    run_dir = Path(path)
+    if not (run_dir / "summary.json").exists():
+        raise FileNotFoundError(f"{run_dir} is not a run directory (no summary.json)")
+    cfg = OmegaConf.load(run_dir / "config.yaml")
+    metrics_path = run_dir / "metrics.jsonl"
+    rows = []
+    if metrics_path.exists():
+        for line in metrics_path.read_text().splitlines():
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError:  # a row cut by a kill mid-write: everything before it is intact
+                break
+    return cfg, rows, json.loads((run_dir / "summary.json").read_text())

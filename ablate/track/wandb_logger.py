@@ -1,0 +1,142 @@
+"""Weights & Biases as a mirror of metrics.jsonl: optional, never prompting, never blocking a run.
+
+Mode: `WANDB_MODE` wins; else the config's `logger.mode`; `auto` means online only when credentials exist
+(WANDB_API_KEY or a netrc entry for the W&B host) and the host answers within a few seconds, otherwise offline.
+"""
+
+from __future__ import annotations
+
+import logging
+import netrc
+import os
+import socket
+import threading
+from typing import Any
+from urllib.parse import urlparse
+
+log = logging.getLogger(__name__)
+
+X_AXES = ("step", "tokens", "time_s")
+REACH_TIMEOUT_S = 3.0
+
+
+def _host() -> str:
+    return urlparse(os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai")).hostname or "api.wandb.ai"
+
+
+def has_credentials() -> bool:
+    if os.environ.get("WANDB_API_KEY"):
+        return True
+    try:
+        return netrc.netrc().authenticators(_host()) is not None
+    except (FileNotFoundError, netrc.NetrcParseError, OSError):
+        return False
+
+
+def host_reachable(timeout: float = REACH_TIMEOUT_S) -> bool:
+    """A TCP connect to the W&B host, abandoned after `timeout` seconds even if DNS hangs."""
+    result = []
+
+    def probe() -> None:
+        try:
+            socket.create_connection((_host(), 443), timeout=timeout).close()
+            result.append(True)
+        except OSError:
+            pass
+
+    thread = threading.Thread(target=probe, daemon=True)
+    thread.start()
+    thread.join(timeout)
+    return bool(result)
+
+
+def resolve_mode(configured: str) -> str:
+    if os.environ.get("WANDB_MODE"):
+        return os.environ["WANDB_MODE"]
+    if configured != "auto":
+        return configured
+    if not has_credentials():
+        return "offline"
+    if not host_reachable():
+        log.warning("W&B credentials found but %s is unreachable: logging offline", _host())
+        return "offline"
+    return "online"
+
+
+class NullLogger:
+    def log(self, row: dict[str, Any]) -> None:
+        pass
+
+    def log_text(self, key: str, text: str) -> None:
+        pass
+
+    def finish(self, summary: dict[str, Any], exit_code: int = 0) -> None:
+        pass
+
+
+class WandbLogger(NullLogger):
+    def __init__(self, run_dir: str, name: str, config: dict[str, Any], settings: dict[str, Any], run_id: str | None):
+        import wandb
+
+        self.mode = resolve_mode(str(settings.get("mode", "auto")))
+        self.run = wandb.init(
+            project=settings.get("project") or "ablate",
+            entity=settings.get("entity"),
+            group=settings.get("group"),
+            job_type=settings.get("job_type") or "train",
+            tags=list(settings.get("tags") or []),
+            name=name,
+            id=run_id,
+            resume="allow" if run_id else None,
+            config=config,
+            dir=run_dir,
+            mode=self.mode,
+            reinit="finish_previous",  # a multirun job never inherits the previous job's run
+            settings=wandb.Settings(console="off", init_timeout=30, silent=True),
+        )
+        for axis in X_AXES:
+            self.run.define_metric(axis)
+        for prefix in ("train/*", "val/*", "perf/*", "lr"):
+            self.run.define_metric(prefix, step_metric="step")
+        self.failed = False
+
+    def _safe(self, fn, *args, **kwargs) -> None:
+        """A W&B problem is reported once and then ignored: the local files are the record."""
+        if self.failed:
+            return
+        try:
+            fn(*args, **kwargs)
+        except Exception as e:  # noqa: BLE001 - logging must never stop training
+            self.failed = True
+            log.warning("W&B logging stopped (%s); metrics.jsonl still has everything", e)
+
+    def log(self, row: dict[str, Any]) -> None:
+        self._safe(self.run.log, row)
+
+    def log_text(self, key: str, text: str) -> None:
+        import wandb
+
+        self._safe(self.run.log, {key: wandb.Html(f"<pre>{_escape(text)}</pre>")})
+
+    def finish(self, summary: dict[str, Any], exit_code: int = 0) -> None:
+        def close() -> None:
+            self.run.summary.update({k: v for k, v in summary.items() if isinstance(v, (int, float, str, bool))})
+            self.run.finish(exit_code=exit_code)
+
+        self._safe(close)
+        if self.mode == "offline":
+            print(f"W&B offline run: upload it with `wandb sync {self.run.dir.rsplit('/files', 1)[0]}`")
+
+
+def _escape(text: str) -> str:
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def make_logger(logger_cfg: dict[str, Any], run_dir: str, name: str, config: dict[str, Any], run_id: str | None):
+    if logger_cfg.get("name") != "wandb":
+        return NullLogger()
+    try:
+        return WandbLogger(run_dir, name, config, logger_cfg, run_id)
+    except Exception as e:  # noqa: BLE001 - W&B is a mirror: a run goes on without it
+        log.warning("W&B could not start (%s); logging to local files only", e)
+        return NullLogger()

@@ -1,0 +1,3 @@
+from ablate.train.loop import train
+
+__all__ = ["train"]

@@ -1,0 +1,230 @@
+"""One training run: validate -> data -> model -> loop (eval, checkpoints) -> sample -> summary.
+
+The loop knows nothing of which variant it trains; everything it records goes to the run directory first and
+to the logger (W&B) second.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+import traceback
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from omegaconf import DictConfig, OmegaConf
+
+from ablate.data import load_tokens
+from ablate.data.batches import RandomWindows, fixed_eval_batches
+from ablate.model import TransformerLM, count_parameters, flops_per_token
+from ablate.spec import FAMILIES, ModelSpec, TrainSpec, validate
+from ablate.track import RunFiles, config_hash, make_logger
+from ablate.train.checkpoint import rng_state, save_checkpoint
+from ablate.train.device import autocast, peak_flops, pick_device
+from ablate.train.optim import lr_at, make_optimizer
+from ablate.train.progress import progress_bar
+from ablate.train.sample import generate
+
+log = logging.getLogger(__name__)
+
+
+class Diverged(Exception):
+    """The training loss became NaN or infinite."""
+
+
+def choices(cfg: DictConfig) -> dict[str, str]:
+    """The option picked in each component group, e.g. {"attention": "gqa", ...}."""
+    return {family: str(cfg[family].name) for family in FAMILIES}
+
+
+# Overrides that change where or how a run is recorded, not what it computes: left out of its name.
+_UNNAMED = ("logger", "out_dir", "device", "hydra")
+
+
+def run_name(overrides: list[str]) -> str:
+    """The W&B run name: the job's overrides, sorted, e.g. `attention=gqa,pos_enc=rope,seed=1`."""
+    kept = (o.lstrip("+~") for o in overrides)
+    return ",".join(sorted(o for o in kept if not o.split("=")[0].split(".")[0] in _UNNAMED)) or "defaults"
+
+
+@torch.no_grad()
+def evaluate(model: torch.nn.Module, batches, device: str) -> dict[str, float]:
+    """Mean next-token loss, perplexity and accuracy over the fixed val batches."""
+    model.eval()
+    loss_sum, correct, count = 0.0, 0, 0
+    for x, y in batches:
+        x, y = x.to(device), y.to(device)
+        with autocast(device):
+            logits = model(x)
+        loss_sum += F.cross_entropy(logits.float().flatten(0, 1), y.flatten(), reduction="sum").item()
+        correct += (logits.argmax(-1) == y).sum().item()
+        count += y.numel()
+    model.train()
+    loss = loss_sum / count
+    return {"val/loss": loss, "val/ppl": math.exp(min(loss, 50.0)), "val/acc": correct / count}
+
+
+def default_run_dir() -> Path:
+    return Path("outputs") / datetime.now().strftime("%Y-%m-%d") / datetime.now().strftime("%H-%M-%S-%f")
+
+
+def train(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, Any]:
+    """Train one model as `cfg` describes; returns the summary (also in <run dir>/summary.json).
+
+    A diverging loss ends the run with status `diverged` (no exception). Any other error is recorded as `failed`
+    with error.txt, then re-raised.
+    """
+    overrides = list(overrides or [])
+    run_dir = Path(cfg.out_dir) if cfg.get("out_dir") else default_run_dir()
+    files = RunFiles(run_dir)
+    files.write_config(cfg, overrides)
+    summary: dict[str, Any] = {
+        "status": "running",
+        **choices(cfg),
+        "model": str(cfg.model.name),
+        "data": str(cfg.data.name),
+        "seed": int(cfg.seed),
+        "config_hash": config_hash(cfg),
+        "run_dir": str(run_dir),
+        "overrides": run_name(overrides),
+    }
+    files.write_summary(summary)
+    logger = None
+    try:
+        mspec, tspec = validate(cfg)
+        logger = make_logger(
+            OmegaConf.to_container(cfg.logger, resolve=True),
+            str(run_dir),
+            run_name(overrides),
+            {**choices(cfg), **OmegaConf.to_container(cfg, resolve=True)},
+            run_id=None,
+        )
+        _run(cfg, mspec, tspec, files, logger, summary)
+    except BaseException as e:
+        summary["status"] = "failed"
+        summary["error"] = f"{type(e).__name__}: {e}".splitlines()[0]
+        files.write_text("error.txt", traceback.format_exc())
+        files.write_summary(summary)
+        if logger is not None:
+            logger.finish(summary, exit_code=1)
+        raise
+    finally:
+        files.close()
+    logger.finish(summary)
+    return summary
+
+
+def _run(
+    cfg: DictConfig, mspec: ModelSpec, tspec: TrainSpec, files: RunFiles, logger, summary: dict[str, Any]
+) -> None:
+    device = pick_device(str(cfg.device))
+    torch.manual_seed(int(cfg.seed))
+    data = load_tokens(cfg.data, cfg.tokenizer, mspec.block_size)
+    log.info("data: %d train / %d val tokens (%s cache at %s)", len(data.train), len(data.val),
+             "built" if data.built else "reused", data.cache_dir)
+
+    model = TransformerLM(mspec).to(device)
+    params = count_parameters(model)
+    fpt = flops_per_token(model)
+    summary.update({"params/total": params["total"], "params/non_embedding": params["non_embedding"],
+                    "flops_per_token": fpt, "device": device})
+    step_fn = torch.compile(model) if tspec.compile else model
+    optimizer = make_optimizer(model, tspec, device)
+    batches = RandomWindows(data.train, tspec.batch_size, mspec.block_size, seed=int(cfg.data.seed))
+    val_batches = fixed_eval_batches(data.val, tspec.eval_batches, tspec.batch_size, mspec.block_size)
+    total_steps = tspec.total_steps(device, mspec.block_size)
+    tokens_per_step = tspec.batch_size * mspec.block_size
+    peak = peak_flops(device)
+    log.info("%s: %d params (%d non-embedding), %d steps on %s -> %s",
+             summary["overrides"], params["total"], params["non_embedding"], total_steps, device, files.dir)
+
+    def record_eval(step: int, tokens: int, time_s: float) -> dict[str, float]:
+        row = {"step": step, "tokens": tokens, "time_s": time_s, **evaluate(model, val_batches, device)}
+        files.log(row)
+        logger.log(row)
+        summary["final/val_loss"] = row["val/loss"]
+        summary["final/val_ppl"] = row["val/ppl"]
+        summary["final/val_acc"] = row["val/acc"]
+        summary["best/val_loss"] = min(summary.get("best/val_loss", math.inf), row["val/loss"])
+        return row
+
+    def checkpoint(step: int, tokens: int, time_s: float) -> None:
+        save_checkpoint(files.checkpoints / "last.pt", {
+            "model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step, "tokens": tokens,
+            "time_s": time_s, "rng": rng_state(), "batches": batches.state(),
+            "config": OmegaConf.to_container(cfg, resolve=True), "summary": dict(summary),
+        })
+
+    nan_at, raise_at = cfg.debug.nan_at_step, cfg.debug.raise_at_step
+    train_time, tokens, losses, step = 0.0, 0, [], 0
+    val = record_eval(0, 0, 0.0)
+    model.train()
+    with progress_bar(summary["overrides"]) as progress:
+        task = progress.add_task("train", total=total_steps, loss="-", val=f"{val['val/loss']:.3f}",
+                                 tok_s="-")
+        for step in range(1, total_steps + 1):
+            tic = time.perf_counter()
+            lr = lr_at(step - 1, total_steps, tspec)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            x, y = batches.next()
+            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+            with autocast(device):
+                logits = step_fn(x)
+            loss = F.cross_entropy(logits.float().flatten(0, 1), y.flatten())
+            if step == nan_at:
+                loss = loss * float("nan")
+            if step == raise_at:
+                raise RuntimeError(f"debug.raise_at_step={raise_at}: injected failure")
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if tspec.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), tspec.grad_clip)
+            loss_value = loss.item()  # also synchronizes the device, so the timing below is real
+            if not math.isfinite(loss_value):
+                summary.update({"status": "diverged", "diverged_at_step": step})
+                files.log({"step": step, "tokens": tokens, "time_s": train_time, "train/loss": loss_value})
+                log.warning("%s diverged at step %d (loss %s)", summary["overrides"], step, loss_value)
+                break
+            optimizer.step()
+            train_time += time.perf_counter() - tic
+            tokens += tokens_per_step
+            losses.append(loss_value)
+
+            if step % tspec.log_every == 0 or step == total_steps:
+                tok_s = tokens / train_time
+                row = {"step": step, "tokens": tokens, "time_s": train_time, "lr": lr,
+                       "train/loss": sum(losses) / len(losses), "perf/tokens_per_s": tok_s}
+                if peak:
+                    row["perf/mfu"] = fpt * tok_s / peak
+                files.log(row)
+                logger.log(row)
+                summary["final/train_loss"] = row["train/loss"]
+                losses = []
+                progress.update(task, loss=f"{row['train/loss']:.3f}", tok_s=f"{tok_s:,.0f}")
+            if step % tspec.eval_every == 0 or step == total_steps:
+                val = record_eval(step, tokens, train_time)
+                progress.update(task, val=f"{val['val/loss']:.3f}")
+            if tspec.checkpoint_every and step % tspec.checkpoint_every == 0 and step < total_steps:
+                checkpoint(step, tokens, train_time)
+            progress.update(task, completed=step)
+
+    summary.update({"steps": step if summary["status"] != "diverged" else step - 1, "tokens": tokens,
+                    "time_s": train_time, "perf/tokens_per_s": tokens / train_time if train_time else 0.0})
+    if summary["status"] == "diverged":
+        files.write_summary(summary)
+        return
+    summary["status"] = "completed"
+    checkpoint(total_steps, tokens, train_time)
+    if tspec.sample_tokens:
+        prompt = data.tokenizer.encode(tspec.sample_prompt).tolist()
+        ids = generate(model, prompt, tspec.sample_tokens, tspec.sample_temperature, tspec.sample_top_p,
+                       seed=int(cfg.seed))
+        text = data.tokenizer.decode(ids)
+        files.write_text("sample.txt", text)
+        logger.log_text("sample", text)
+    files.write_summary(summary)
