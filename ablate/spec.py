@@ -91,10 +91,10 @@ def _choice(node: Any) -> Choice:
 
 
 def vocab_size_of(cfg: DictConfig) -> int:
-    """The model's vocabulary size as the tokenizer config defines it."""
-    from ablate.data.tokenizer import vocab_size_for
+    """The model's vocabulary size as the tokenizer config (or, for data=mqar, the task) defines it."""
+    from ablate.data import vocab_size_of_config
 
-    return vocab_size_for(cfg.tokenizer)
+    return vocab_size_of_config(cfg.data, cfg.tokenizer)
 
 
 def model_spec(cfg: DictConfig, vocab_size: int | None = None) -> ModelSpec:

@@ -1,4 +1,9 @@
-"""Batches of (input, target) windows drawn from a token split, deterministic from a seed."""
+"""Batches of (input, target) windows drawn from a token split, deterministic from a seed.
+
+`data.sampling=random` (default): every batch is `batch_size` uniformly drawn windows. `sequential`: consecutive
+non-overlapping windows in order, pass after pass over the split. Both keep their position in `state()`, which
+goes into checkpoints, so a resumed run sees the batches an uninterrupted one would have.
+"""
 
 from __future__ import annotations
 
@@ -8,15 +13,12 @@ import torch
 
 def windows(tokens: np.ndarray, starts: np.ndarray, block_size: int) -> tuple[torch.Tensor, torch.Tensor]:
     """(B, T) inputs and the (B, T) next-token targets for windows beginning at `starts`."""
-    rows = np.stack([np.asarray(tokens[s : s + block_size + 1], dtype=np.int64) for s in starts])
-    data = torch.from_numpy(rows)
+    rows = tokens[np.asarray(starts, dtype=np.int64)[:, None] + np.arange(block_size + 1)]  # one gather
+    data = torch.from_numpy(np.asarray(rows, dtype=np.int64))
     return data[:, :-1], data[:, 1:]
 
 
 class RandomWindows:
-    """Random windows: every batch is `batch_size` uniformly drawn start positions. The generator state is part of
-    a checkpoint so a resumed run sees the same batches as an uninterrupted one."""
-
     def __init__(self, tokens: np.ndarray, batch_size: int, block_size: int, seed: int):
         self.tokens, self.batch_size, self.block_size = tokens, batch_size, block_size
         self.rng = np.random.default_rng(seed)
@@ -30,6 +32,40 @@ class RandomWindows:
 
     def load_state(self, state: dict) -> None:
         self.rng.bit_generator.state = state
+
+
+class SequentialWindows:
+    """Windows at offset, offset + T, offset + 2T, ... Every pass after the first starts at a fresh seeded offset
+    in [0, T), so window boundaries fall elsewhere each time through the data."""
+
+    def __init__(self, tokens: np.ndarray, batch_size: int, block_size: int, seed: int):
+        self.tokens, self.batch_size, self.block_size = tokens, batch_size, block_size
+        self.rng = np.random.default_rng(seed)
+        self.position, self.passes = 0, 0
+
+    def _new_pass(self) -> None:
+        largest = min(self.block_size - 1, len(self.tokens) - self.block_size - 1)
+        self.position = int(self.rng.integers(0, largest, endpoint=True))
+        self.passes += 1
+
+    def next(self) -> tuple[torch.Tensor, torch.Tensor]:
+        starts = np.empty(self.batch_size, dtype=np.int64)
+        for row in range(self.batch_size):
+            if self.position + self.block_size + 1 > len(self.tokens):
+                self._new_pass()
+            starts[row] = self.position
+            self.position += self.block_size
+        return windows(self.tokens, starts, self.block_size)
+
+    def state(self) -> dict:
+        return {"rng": self.rng.bit_generator.state, "position": self.position, "passes": self.passes}
+
+    def load_state(self, state: dict) -> None:
+        self.rng.bit_generator.state = state["rng"]
+        self.position, self.passes = state["position"], state["passes"]
+
+
+SAMPLERS = {"random": RandomWindows, "sequential": SequentialWindows}
 
 
 def fixed_eval_batches(

@@ -37,6 +37,11 @@ class Attention(nn.Module):
         self.layer = layer
         self.dropout_p = spec.dropout
 
+    @property
+    def attn_dropout(self) -> float:
+        """Dropout on attention weights: only while training."""
+        return self.dropout_p if self.training else 0.0
+
 
 @ATTENTION.register("gqa")
 class GroupedQueryAttention(Attention):
@@ -49,6 +54,11 @@ class GroupedQueryAttention(Attention):
         self.kv_proj = nn.Linear(spec.d_model, 2 * n_kv_heads * spec.head_dim, bias=spec.bias)
         self.out_proj = nn.Linear(spec.n_heads * spec.head_dim, spec.d_model, bias=spec.bias)
         self.out_proj.is_residual_output = True
+
+    @property
+    def kv_cache_per_token(self) -> int:
+        """Numbers an inference cache keeps per token for this layer: one key and one value per kv head."""
+        return 2 * self.n_kv_heads * self.head_dim
 
     @classmethod
     def check(cls, spec: ModelSpec, n_kv_heads: int = 2) -> list[str]:
@@ -64,10 +74,15 @@ class GroupedQueryAttention(Attention):
         b, t, _ = x.shape
         q = self.q_proj(x).view(b, t, self.n_heads, self.head_dim).transpose(1, 2)
         k, v = self.kv_proj(x).view(b, t, 2, self.n_kv_heads, self.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
+        return self.out_proj(self.attend(q, k, v, pos))
+
+    def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, pos: PositionalEncoding) -> torch.Tensor:
+        """q: (B, H, T, D); k, v: (B, H_kv, T, D), positions not yet applied -> (B, T, H·D) head outputs.
+        Subclasses that share these projections (local, BigBird, linear) replace only this."""
         q, k = pos.rotate(q), pos.rotate(k)
-        bias = pos.score_bias(self.layer, t, x.device)
-        y = causal_attention(q, k, v, bias, self.dropout_p if self.training else 0.0)  # (B, H, T, D)
-        return self.out_proj(y.transpose(1, 2).reshape(b, t, -1))
+        bias = pos.score_bias(self.layer, q.shape[-2], q.device)
+        y = causal_attention(q, k, v, bias, self.attn_dropout)  # (B, H, T, D)
+        return y.transpose(1, 2).flatten(2)
 
 
 @ATTENTION.register("mha")

@@ -53,6 +53,13 @@ class GeluMLP(MLP):
     activation = staticmethod(F.gelu)
 
 
+@FFN.register("silu")
+class SiluMLP(MLP):
+    """Non-gated SiLU (x·sigmoid(x)): separates the activation from the gating in SwiGLU (the CS336 ablation)."""
+
+    activation = staticmethod(F.silu)
+
+
 class GatedMLP(nn.Module):
     """down(activation(gate(x)) * up(x)) (Shazeer, 2020), hidden width from `gated_hidden_size`."""
 
@@ -80,3 +87,8 @@ class GatedMLP(nn.Module):
 @FFN.register("swiglu")
 class SwiGLU(GatedMLP):
     activation = staticmethod(F.silu)
+
+
+@FFN.register("geglu")
+class GeGLU(GatedMLP):
+    activation = staticmethod(F.gelu)

@@ -34,3 +34,12 @@ class RMSNorm(nn.RMSNorm):
     @classmethod
     def check(cls, spec: ModelSpec, eps: float = 1e-6) -> list[str]:
         return _check_eps(eps)
+
+
+@NORM.register("none")
+class NoNorm(nn.Identity):
+    """The no-normalization ablation: identity, no parameters, in every place a norm would be (pre, post, final).
+    Training may diverge at high learning rates; the trainer then ends the run as diverged."""
+
+    def __init__(self, spec: ModelSpec):
+        super().__init__()

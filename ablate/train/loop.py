@@ -19,7 +19,6 @@ import torch.nn.functional as F
 from omegaconf import DictConfig, OmegaConf
 
 from ablate.data import load_tokens
-from ablate.data.batches import RandomWindows, fixed_eval_batches
 from ablate.model import TransformerLM, count_parameters, flops_per_token
 from ablate.spec import FAMILIES, ModelSpec, TrainSpec, validate
 from ablate.track import RunFiles, config_hash, make_logger
@@ -41,6 +40,14 @@ def choices(cfg: DictConfig) -> dict[str, str]:
     return {family: str(cfg[family].name) for family in FAMILIES}
 
 
+def wandb_config(cfg: DictConfig) -> dict[str, Any]:
+    """The config for W&B: each group's choice as a top-level string key (dashboards can "group by attention"),
+    the choices' knobs under `knobs`, everything else as it is."""
+    container = OmegaConf.to_container(cfg, resolve=True)
+    knobs = {family: {k: v for k, v in container.pop(family).items() if k != "name"} for family in FAMILIES}
+    return {**container, **choices(cfg), "knobs": knobs}
+
+
 # Overrides that change where or how a run is recorded, not what it computes: left out of its name.
 _UNNAMED = ("logger", "out_dir", "device", "hydra")
 
@@ -53,7 +60,8 @@ def run_name(overrides: list[str]) -> str:
 
 @torch.no_grad()
 def evaluate(model: torch.nn.Module, batches, device: str) -> dict[str, float]:
-    """Mean next-token loss, perplexity and accuracy over the fixed val batches."""
+    """Mean next-token loss, perplexity and accuracy over the fixed val batches; targets of -100 (data=mqar: all but
+    the query positions) count for neither, as cross_entropy's default ignore_index already does for the loss."""
     model.eval()
     loss_sum, correct, count = 0.0, 0, 0
     for x, y in batches:
@@ -61,8 +69,9 @@ def evaluate(model: torch.nn.Module, batches, device: str) -> dict[str, float]:
         with autocast(device):
             logits = model(x)
         loss_sum += F.cross_entropy(logits.float().flatten(0, 1), y.flatten(), reduction="sum").item()
-        correct += (logits.argmax(-1) == y).sum().item()
-        count += y.numel()
+        counted = y != -100
+        correct += ((logits.argmax(-1) == y) & counted).sum().item()
+        count += counted.sum().item()
     model.train()
     loss = loss_sum / count
     return {"val/loss": loss, "val/ppl": math.exp(min(loss, 50.0)), "val/acc": correct / count}
@@ -100,7 +109,7 @@ def train(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, Any]
             OmegaConf.to_container(cfg.logger, resolve=True),
             str(run_dir),
             run_name(overrides),
-            {**choices(cfg), **OmegaConf.to_container(cfg, resolve=True)},
+            wandb_config(cfg),
             run_id=None,
         )
         _run(cfg, mspec, tspec, files, logger, summary)
@@ -134,8 +143,8 @@ def _run(
                     "flops_per_token": fpt, "device": device})
     step_fn = torch.compile(model) if tspec.compile else model
     optimizer = make_optimizer(model, tspec, device)
-    batches = RandomWindows(data.train, tspec.batch_size, mspec.block_size, seed=int(cfg.data.seed))
-    val_batches = fixed_eval_batches(data.val, tspec.eval_batches, tspec.batch_size, mspec.block_size)
+    batches = data.train_batches(tspec.batch_size, mspec.block_size)  # data.sampling and data.seed decide the order
+    val_batches = data.val_batches(tspec.eval_batches, tspec.batch_size, mspec.block_size)
     total_steps = tspec.total_steps(device, mspec.block_size)
     tokens_per_step = tspec.batch_size * mspec.block_size
     peak = peak_flops(device)
@@ -144,6 +153,8 @@ def _run(
 
     def record_eval(step: int, tokens: int, time_s: float) -> dict[str, float]:
         row = {"step": step, "tokens": tokens, "time_s": time_s, **evaluate(model, val_batches, device)}
+        if data.reports_recall:  # data=mqar: val/acc counts query positions only, i.e. recall accuracy
+            row["val/recall_acc"] = summary["final/val_recall_acc"] = row["val/acc"]
         files.log(row)
         logger.log(row)
         summary["final/val_loss"] = row["val/loss"]

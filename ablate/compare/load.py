@@ -1,0 +1,149 @@
+"""Run directories in, `Run` records out. Reads only the files of the run-dir contract (never W&B).
+
+Inputs may be run dirs, sweep dirs (searched recursively for */summary.json) or glob patterns (for shells that
+did not expand them, e.g. a quoted "multirun/**/summary.json").
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+# Statuses from best to worst: which copy of a duplicated job to keep.
+STATUS_RANK = {"completed": 0, "running": 1, "diverged": 2, "failed": 3}
+# Folders inside a run dir that never hold other runs: skipped when searching recursively.
+_NOT_RUNS = {"checkpoints", "wandb", ".hydra"}
+
+
+@dataclass
+class Run:
+    dir: Path
+    summary: dict[str, Any]
+    config: dict[str, Any]  # the resolved config.yaml ({} when absent)
+    rows: list[dict[str, Any]] = field(default_factory=list)  # metrics.jsonl, numbers as floats (nan kept)
+
+    @property
+    def status(self) -> str:
+        return str(self.summary.get("status", "unknown"))
+
+    @property
+    def seed(self) -> Any:
+        return self.summary.get("seed", self.config.get("seed"))
+
+    @property
+    def name(self) -> str:
+        return self.dir.name
+
+    def number(self, key: str) -> float | None:
+        """A finite number from summary.json, falling back to the last metrics row that has it."""
+        value = as_number(self.summary.get(key))
+        if value is not None and math.isfinite(value):
+            return value
+        for row in reversed(self.rows):
+            value = as_number(row.get(key))
+            if value is not None and math.isfinite(value):
+                return value
+        return None
+
+
+def as_number(value: Any) -> float | None:
+    """JSON numbers and the "nan"/"inf" strings the trainer writes for non-finite values; None otherwise."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, (int, float)):
+        return float(value)
+    if isinstance(value, str) and value.strip().lower() in ("nan", "inf", "-inf", "+inf", "infinity", "-infinity"):
+        return float(value)
+    return None
+
+
+def read_run(run_dir: Path) -> Run:
+    summary = json.loads((run_dir / "summary.json").read_text())
+    config_path = run_dir / "config.yaml"
+    config = (yaml.safe_load(config_path.read_text()) or {}) if config_path.exists() else {}
+    return Run(dir=run_dir, summary=summary, config=config, rows=read_metrics(run_dir / "metrics.jsonl"))
+
+
+def read_metrics(path: Path) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = []
+    if not path.exists():
+        return rows
+    for line in path.read_text().splitlines():
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:  # a row cut by a kill mid-write: everything before it is intact
+            break
+        rows.append({k: (as_number(v) if isinstance(v, str) and as_number(v) is not None else v)
+                     for k, v in row.items()})
+    return rows
+
+
+def find_run_dirs(inputs: list[str]) -> list[Path]:
+    """Every run dir under the inputs, each once, in a stable order."""
+    found: dict[Path, None] = {}
+    for item in inputs:
+        path = Path(item)
+        if path.exists():
+            candidates = [path]
+        else:
+            candidates = [Path(p) for p in sorted(glob.glob(item, recursive=True))]
+            if not candidates:
+                raise FileNotFoundError(f"{item}: no such file, directory or glob match")
+        for candidate in candidates:
+            for run_dir in _run_dirs_in(candidate):
+                found.setdefault(run_dir.resolve(), None)
+    return list(found)
+
+
+def _run_dirs_in(path: Path) -> list[Path]:
+    if path.is_file():
+        wanted = path.name == "summary.json" and path.parent.name not in _NOT_RUNS
+        return [path.parent] if wanted and _is_run_summary(path) else []
+    if (path / "summary.json").exists() and _is_run_summary(path / "summary.json"):
+        return [path]
+    runs = []
+    for summary in sorted(path.rglob("summary.json")):
+        if _NOT_RUNS.isdisjoint(summary.relative_to(path).parts[:-1]) and _is_run_summary(summary):
+            runs.append(summary.parent)
+    return runs
+
+
+def _is_run_summary(path: Path) -> bool:
+    """A run's summary has a status; other tools' files named summary.json do not."""
+    try:
+        data = json.loads(path.read_text())
+    except (json.JSONDecodeError, OSError):
+        return False
+    return isinstance(data, dict) and "status" in data
+
+
+def load_runs(inputs: list[str]) -> tuple[list[Run], list[str]]:
+    """The runs under the inputs, duplicates removed, and notes on what was dropped.
+
+    Two dirs with the same config_hash (which covers the seed) are the same computation run twice, e.g. a
+    failed job re-run in another sweep: only the best-status, newest copy counts, so n is not inflated.
+    """
+    runs = [read_run(d) for d in find_run_dirs(inputs)]
+    kept: dict[Any, Run] = {}
+    notes = []
+    for run in runs:
+        key = run.summary.get("config_hash") or run.dir
+        if key in kept:
+            best, dropped = sorted([kept[key], run], key=_preference)
+            kept[key] = best
+            notes.append(f"{dropped.dir} duplicates {best.dir} (same config hash); using the latter")
+        else:
+            kept[key] = run
+    return list(kept.values()), notes
+
+
+def _preference(run: Run) -> tuple[int, float]:
+    return STATUS_RANK.get(run.status, 9), -(run.dir / "summary.json").stat().st_mtime

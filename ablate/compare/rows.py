@@ -1,0 +1,131 @@
+"""One table row per variant: seed statistics, comparison with the baseline, cost, status counts and flags.
+
+Only `completed` runs with a finite final val loss enter the statistics: a diverged run's last eval was taken
+before it blew up and a running one has not finished, so averaging them in would flatter or blur the variant.
+They are counted in the status column and drawn in the curves.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ablate.compare import stats
+from ablate.compare.flags import run_flags
+from ablate.compare.group import FAMILIES, Section, display
+from ablate.compare.load import Run
+
+STATUSES = ("completed", "diverged", "failed", "running")
+
+
+@dataclass
+class VariantRow:
+    label: str
+    runs: list[Run]
+    is_baseline: bool = False
+    final: list[float] = field(default_factory=list)  # per counted seed
+    best: list[float] = field(default_factory=list)
+    final_spread: stats.Spread | None = None
+    best_spread: stats.Spread | None = None
+    comparison: stats.Comparison | None = None
+    verdict: str = stats.NO_RESULT
+    params_total: float | None = None
+    params_non_embedding: float | None = None
+    tokens_per_s: float | None = None  # mean over counted seeds
+    time_s: float | None = None  # mean training time (excludes eval) over counted seeds
+    peak_mem_bytes: float | None = None  # max over seeds
+    statuses: Counter = field(default_factory=Counter)
+    flags: list[tuple[str, str]] = field(default_factory=list)  # (run dir name, message)
+    phase: Any = None
+    components: str = ""  # phases: the six choices
+    change: str = ""  # phases: what differs from the previous phase
+    pct_vs_previous: float | None = None  # phases: % change of mean final val loss vs the previous phase
+
+    @property
+    def seeds(self) -> list[Any]:
+        return [r.seed for r in self.runs]
+
+
+def counted(run: Run) -> bool:
+    value = run.number("final/val_loss")
+    return run.status == "completed" and value is not None and math.isfinite(value)
+
+
+def variant_row(label: str, runs: list[Run]) -> VariantRow:
+    row = VariantRow(label=label, runs=runs)
+    done = [r for r in runs if counted(r)]
+    row.final = [r.number("final/val_loss") for r in done]
+    row.best = [b for r in done if (b := r.number("best/val_loss")) is not None]
+    row.final_spread, row.best_spread = stats.spread(row.final), stats.spread(row.best)
+    row.params_total = _first(runs, "params/total")
+    row.params_non_embedding = _first(runs, "params/non_embedding")
+    measured = done or runs  # a variant that never completed still shows what its runs cost
+    row.tokens_per_s = _mean(measured, "perf/tokens_per_s")
+    row.time_s = _mean(measured, "time_s")
+    peaks = [p for r in runs if (p := r.number("perf/peak_mem_bytes")) is not None]
+    row.peak_mem_bytes = max(peaks) if peaks else None
+    row.statuses = Counter(r.status for r in runs)
+    row.flags = [(r.name, message) for r in runs for message in run_flags(r)]
+    return row
+
+
+def _first(runs: list[Run], key: str) -> float | None:
+    return next((v for r in runs if (v := r.number(key)) is not None), None)
+
+
+def _mean(runs: list[Run], key: str) -> float | None:
+    values = [v for r in runs if (v := r.number(key)) is not None]
+    return float(np.mean(values)) if values else None
+
+
+def section_rows(section: Section) -> list[VariantRow]:
+    """The section's table: sorted by mean final val loss (phases: by phase), variants without a result last."""
+    rows = [variant_row(label, runs) for label, runs in section.variants.items()]
+    base = next((r for r in rows if r.label == section.baseline), None)
+    for row in rows:
+        row.is_baseline = row is base
+        if row.is_baseline:
+            row.verdict = stats.BASELINE if row.final else stats.NO_RESULT
+        elif row.final and base is not None and base.final:
+            row.comparison = stats.compare(row.final, base.final)
+            row.verdict = row.comparison.verdict
+        elif row.final:
+            row.verdict = "no baseline result"
+    if section.phases:
+        _add_phase_columns(section, rows)
+        return rows  # already in phase order
+    return sorted(rows, key=lambda r: (r.final_spread is None, r.final_spread.mean if r.final_spread else 0.0))
+
+
+def _add_phase_columns(section: Section, rows: list[VariantRow]) -> None:
+    previous = None
+    for row in rows:
+        row.phase = row.runs[0].summary.get("phase")
+        choices = section.choices.get(row.label, {})
+        row.components = " + ".join(
+            (f"dropout {choices[f'{f}.name']}" if f == "dropout" else choices[f"{f}.name"])
+            for f in FAMILIES if f"{f}.name" in choices)
+        if previous is not None:
+            before = section.choices.get(previous.label, {})
+            row.change = _changes(before, choices)
+            if row.final_spread and previous.final_spread:
+                row.pct_vs_previous = stats.pct_change(row.final_spread.mean, previous.final_spread.mean)
+        previous = row
+
+
+def _changes(before: dict[str, str], after: dict[str, str]) -> str:
+    """What a phase changed: the component options; other keys only when no option changed."""
+    changed = [k for k in sorted(set(before) | set(after)) if before.get(k) != after.get(k)]
+    options = [k for k in changed if k.split(".")[0] in FAMILIES and k.endswith(".name")]
+    return ", ".join(f"{display(k)}: {before.get(k, '-')} → {after.get(k, '-')}"
+                     for k in (options or changed)) or "no change"
+
+
+def status_text(statuses: Counter) -> str:
+    parts = [f"{statuses[s]} {s}" for s in STATUSES if statuses.get(s)]
+    parts += [f"{n} {s}" for s, n in sorted(statuses.items()) if s not in STATUSES]
+    return ", ".join(parts) or "no runs"

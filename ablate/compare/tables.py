@@ -1,0 +1,173 @@
+"""The tables as text: formatted cells (shared with the HTML page), summary.md and summary.csv."""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+from collections import Counter
+
+from ablate.compare import stats
+from ablate.compare.group import Section
+from ablate.compare.rows import VariantRow, status_text
+
+COLUMNS = ["variant", "final val loss", "best val loss", "Δ vs baseline", "% vs baseline", "p (Welch)", "verdict",
+           "params (total / non-emb.)", "tokens/s", "train time", "peak memory", "runs", "flags"]
+PHASE_COLUMNS = ["phase", "components", "change", "final val loss", "% vs phase 0 (cumulative)",
+                 "% vs previous phase", "p vs phase 0", "verdict vs phase 0", "params (total / non-emb.)", "tokens/s",
+                 "train time", "runs", "flags"]
+
+DEFINITIONS = """\
+- Statistics use completed runs only (n = their seeds); diverged, failed and running runs are counted in `runs`.
+- `final val loss`: mean ± sample std (ddof=1) of the last evaluation's val loss (nats/token) over seeds; `best`: of \
+the lowest val loss each run reached.
+- `Δ` = mean(variant) − mean(baseline); `%` = 100 · Δ / mean(baseline): negative means lower loss (4.8434 → 4.4283 \
+is −8.57%, the original study's "8.57% reduction").
+- `p`: two-sided Welch t-test of the per-seed final val losses (scipy.stats.ttest_ind, equal_var=False).
+- σ = pooled std of the two groups' final val losses, sqrt(((n_v−1)s_v² + (n_b−1)s_b²)/(n_v+n_b−2)).
+- verdict: `single seed — not conclusive` if either side has < 2 seeds; `within noise` if |Δ| < 2σ or p ≥ 0.05; \
+else `better` / `worse`.
+- `train time`: training seconds (evaluation excluded), mean over seeds; `peak memory`: max over seeds, where recorded.
+"""
+
+
+def number(value: float | None, digits: int = 4, signed: bool = False) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "–"
+    return f"{value:+.{digits}f}" if signed else f"{value:.{digits}f}"
+
+
+def spread_text(spread: stats.Spread | None) -> str:
+    if spread is None:
+        return "–"
+    if spread.n < 2:
+        return f"{spread.mean:.4f} (n=1)"
+    return f"{spread.mean:.4f} ± {spread.std:.4f} (n={spread.n})"
+
+
+def p_text(p: float | None) -> str:
+    if p is None or math.isnan(p):
+        return "–"
+    return "<0.001" if p < 0.001 else f"{p:.3f}"
+
+
+def si(value: float | None) -> str:
+    if value is None:
+        return "–"
+    for factor, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if abs(value) >= factor:
+            return f"{value / factor:.3g}{suffix}"
+    return f"{value:.0f}"
+
+
+def duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "–"
+    if seconds >= 3600:
+        return f"{seconds / 3600:.2f} h"
+    if seconds >= 120:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds:.1f} s"
+
+
+def memory(size: float | None) -> str:
+    if size is None:
+        return "–"
+    for factor, unit in ((2**30, "GiB"), (2**20, "MiB"), (2**10, "KiB")):
+        if size >= factor:
+            return f"{size / factor:.2f} {unit}"
+    return f"{size:.0f} B"
+
+
+def cells(row: VariantRow, phases: bool = False) -> list[str]:
+    """The row as display strings, in COLUMNS (or PHASE_COLUMNS) order."""
+    comparison = row.comparison
+    params = f"{si(row.params_total)} / {si(row.params_non_embedding)}"
+    tokens = f"{row.tokens_per_s:,.0f}" if row.tokens_per_s is not None else "–"
+    flags = f"{len(row.flags)} ⚠" if row.flags else ""
+    label = f"{row.label} (baseline)" if row.is_baseline else row.label
+    if phases:
+        return [label, row.components, row.change or "–", spread_text(row.final_spread),
+                number(comparison.pct if comparison else None, 2, signed=True) + ("%" if comparison else ""),
+                number(row.pct_vs_previous, 2, signed=True) + ("%" if row.pct_vs_previous is not None else ""),
+                p_text(comparison.p_value if comparison else None), row.verdict, params, tokens,
+                duration(row.time_s), status_text(row.statuses), flags]
+    return [label, spread_text(row.final_spread), spread_text(row.best_spread),
+            number(comparison.delta if comparison else None, 4, signed=True),
+            number(comparison.pct if comparison else None, 2, signed=True) + ("%" if comparison else ""),
+            p_text(comparison.p_value if comparison else None), row.verdict, params, tokens,
+            duration(row.time_s), memory(row.peak_mem_bytes), status_text(row.statuses), flags]
+
+
+def section_heading(section: Section, rows: list[VariantRow]) -> str:
+    runs = sum(len(r.runs) for r in rows)
+    statuses = sum((r.statuses for r in rows), start=Counter())
+    varies = ", ".join(section.factors) or "nothing (seeds only)"
+    baseline = section.baseline or "none"
+    return f"varies {varies} · baseline: {baseline} · {runs} runs: {status_text(statuses)}"
+
+
+def markdown(sections: list[Section], tables: list[list[VariantRow]], header: list[str]) -> str:
+    lines = ["# Comparison", "", *header, ""]
+    for section, rows in zip(sections, tables):
+        columns = PHASE_COLUMNS if section.phases else COLUMNS
+        lines += [f"## {section.title}", "", section_heading(section, rows), ""]
+        lines += [f"> {note}" for note in section.notes]
+        if section.notes:
+            lines.append("")
+        lines += ["| " + " | ".join(columns) + " |", "|" + "|".join("---" for _ in columns) + "|"]
+        for row in rows:
+            values = [c.replace("|", "\\|") for c in cells(row, section.phases)]
+            if row.is_baseline:
+                values[0] = f"**{values[0]}**"
+            lines.append("| " + " | ".join(values) + " |")
+        flagged = [(row.label, run, message) for row in rows for run, message in row.flags]
+        if flagged:
+            lines += ["", "Flagged runs:"]
+            lines += [f"- {label} · `{run}`: {message}" for label, run, message in flagged]
+        lines.append("")
+    lines += ["## Definitions", "", DEFINITIONS]
+    return "\n".join(lines)
+
+
+CSV_FIELDS = ["section", "study", "varies", "variant", "is_baseline", "phase", "runs", "completed", "diverged",
+              "failed", "running", "n", "final_val_loss_mean", "final_val_loss_std", "best_val_loss_mean",
+              "best_val_loss_std", "delta_vs_baseline", "pct_vs_baseline", "pooled_sigma", "p_value_welch",
+              "verdict", "pct_vs_previous_phase", "params_total", "params_non_embedding", "tokens_per_s",
+              "train_time_s", "peak_mem_bytes", "seeds", "flags", "run_dirs"]
+
+
+def csv_text(sections: list[Section], tables: list[list[VariantRow]]) -> str:
+    """Raw numbers (no ± or % formatting), one line per variant, for spreadsheets and scripts."""
+    out = io.StringIO()
+    writer = csv.DictWriter(out, CSV_FIELDS, lineterminator="\n")
+    writer.writeheader()
+    for section, rows in zip(sections, tables):
+        for row in rows:
+            final, best, comparison = row.final_spread, row.best_spread, row.comparison
+            writer.writerow({
+                "section": section.title, "study": section.study or "", "varies": " ".join(section.factors),
+                "variant": row.label, "is_baseline": int(row.is_baseline),
+                "phase": "" if row.phase is None else row.phase, "runs": len(row.runs),
+                **{s: row.statuses.get(s, 0) for s in ("completed", "diverged", "failed", "running")},
+                "n": final.n if final else 0,
+                "final_val_loss_mean": _raw(final and final.mean), "final_val_loss_std": _raw(final and final.std),
+                "best_val_loss_mean": _raw(best and best.mean), "best_val_loss_std": _raw(best and best.std),
+                "delta_vs_baseline": _raw(comparison and comparison.delta),
+                "pct_vs_baseline": _raw(comparison and comparison.pct),
+                "pooled_sigma": _raw(comparison and comparison.sigma),
+                "p_value_welch": _raw(comparison and comparison.p_value), "verdict": row.verdict,
+                "pct_vs_previous_phase": _raw(row.pct_vs_previous), "params_total": _raw(row.params_total),
+                "params_non_embedding": _raw(row.params_non_embedding), "tokens_per_s": _raw(row.tokens_per_s),
+                "train_time_s": _raw(row.time_s), "peak_mem_bytes": _raw(row.peak_mem_bytes),
+                "seeds": " ".join(str(s) for s in row.seeds),
+                "flags": " | ".join(f"{run}: {message}" for run, message in row.flags),
+                "run_dirs": " ".join(str(r.dir) for r in row.runs),
+            })
+    return out.getvalue()
+
+
+def _raw(value: float | None) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return ""
+    return f"{value:.10g}"

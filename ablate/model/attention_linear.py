@@ -1,0 +1,78 @@
+"""Causal linear attention (Katharopoulos et al., 2020, "Transformers are RNNs").
+
+softmax(q·k) is replaced by φ(q)·φ(k) with the positive feature map φ(x) = elu(x) + 1, so causal attention becomes
+running sums: y_i = φ(q_i)ᵀ S_i / φ(q_i)ᵀ z_i with S_i = Σ_{j<=i} φ(k_j) v_jᵀ and z_i = Σ_{j<=i} φ(k_j). We compute it
+in chunks (no T×T matrix, memory linear in T). There are no attention weights to drop out, so attention dropout does
+not apply here (residual dropout still does). With RoPE, the numerator uses rotated features and the denominator the
+plain ones, as RoFormer (Su et al., 2021, eq. 19) proposes, so the normalizer stays positive.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from ablate.model.attention import ATTENTION, MultiHeadAttention
+from ablate.model.pos_enc import PositionalEncoding
+from ablate.spec import ModelSpec
+
+
+def elu_feature_map(x: torch.Tensor) -> torch.Tensor:
+    return F.elu(x) + 1
+
+
+def causal_linear_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    chunk_size: int,
+    q_num: torch.Tensor | None = None,
+    k_num: torch.Tensor | None = None,
+    eps: float = 1e-6,
+) -> torch.Tensor:
+    """q, k: (B, H, T, D) positive features; v: (B, H, T, Dv) -> (B, H, T, Dv), with
+        y_i = Σ_{j<=i} (q_num_i · k_num_j) v_j  /  Σ_{j<=i} (q_i · k_j)
+    where q_num, k_num default to q, k. Inside a chunk of C tokens the (C, C) causal products are formed directly;
+    across chunks the numerator goes through the state Σ k_num_j v_jᵀ of all earlier chunks. Memory: O(T·C + T/C·D·Dv).
+    """
+    q_num = q if q_num is None else q_num
+    k_num = k if k_num is None else k_num
+    b, h, t, _ = q.shape
+    den = (q * k.cumsum(dim=-2)).sum(-1, keepdim=True)  # (B, H, T, 1): q_i · z_i
+
+    c = min(chunk_size, t)
+    n = -(-t // c)
+    # zeros appended to T: padded keys contribute nothing, padded queries are cut off below
+    qc, kc, vc = (F.pad(x, (0, 0, 0, n * c - t)).view(b, h, n, c, -1) for x in (q_num, k_num, v))
+    intra = (qc @ kc.transpose(-1, -2)).tril() @ vc  # (B, H, n, C, Dv): causal within each chunk
+    kv = kc.transpose(-1, -2) @ vc  # (B, H, n, D, Dv): each chunk's Σ k vᵀ
+    # state before chunk m = sum over chunks < m (shifted cumsum; subtracting kv from the cumsum would lose precision)
+    state = F.pad(kv.cumsum(dim=2)[:, :, :-1], (0, 0, 0, 0, 1, 0))
+    num = (intra + qc @ state).view(b, h, n * c, -1)[:, :, :t]
+    return num / (den + eps)
+
+
+@ATTENTION.register("linear")
+class LinearAttention(MultiHeadAttention):
+    """MHA's projections with softmax attention replaced by chunked causal linear attention."""
+
+    supports = frozenset({None, "input", "rotary"})
+    unsupported_reason = {
+        "bias": "an additive score bias needs a softmax score matrix, which linear attention never forms",
+    }
+
+    def __init__(self, spec: ModelSpec, layer: int, chunk_size: int = 64):
+        super().__init__(spec, layer)
+        self.chunk_size = chunk_size
+
+    @classmethod
+    def check(cls, spec: ModelSpec, chunk_size: int = 64) -> list[str]:
+        if not isinstance(chunk_size, int) or isinstance(chunk_size, bool) or chunk_size < 1:
+            return [f"attention.chunk_size={chunk_size} must be an integer >= 1"]
+        return []
+
+    def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, pos: PositionalEncoding) -> torch.Tensor:
+        fq, fk = elu_feature_map(q), elu_feature_map(k)
+        # pos.rotate is the identity unless pos_enc acts by rotation; then only the numerator rotates (RoFormer)
+        y = causal_linear_attention(fq, fk, v, self.chunk_size, pos.rotate(fq), pos.rotate(fk))
+        return y.transpose(1, 2).flatten(2)

@@ -1,0 +1,144 @@
+"""Multi-head latent attention (DeepSeek-AI, 2024, "DeepSeek-V2", section 2.1).
+
+Keys and values come from one compressed latent c_KV = W_DKV h of kv_lora_rank dims; queries optionally from a
+latent c_Q = W_DQ h of q_lora_rank dims. Each head's query and key are [nope part ; rope part]: the nope parts are
+up-projected from the latents, the rope parts are a separate query projection per head and ONE key projection of h
+shared by all heads (the "decoupled" key, cacheable next to c_KV). Per token and layer a cache holds
+kv_lora_rank + qk_rope_head_dim numbers. As in DeepSeek-V2, RMSNorm follows each latent.
+
+Position encodings:
+- rope: rotates only the decoupled parts (q_R, k_R); the nope parts carry content only.
+- relative, alibi: their bias is added to the full scores (MLA forms a score matrix like MHA).
+- none, learned, sinusoidal: nothing rotates; the decoupled part stays as an extra query-key channel whose key is
+  shared by all heads (MQA-like), so parameters and cache size are the same as with rope.
+Scores are scaled by 1/sqrt(qk_nope_head_dim + qk_rope_head_dim).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ablate.model.attention import ATTENTION, Attention, causal_attention
+from ablate.model.pos_enc import POS_ENC, PositionalEncoding
+from ablate.spec import ModelSpec
+
+KNOBS = ("kv_lora_rank", "q_lora_rank", "qk_nope_head_dim", "qk_rope_head_dim", "v_head_dim")
+
+
+def mla_dims(
+    spec: ModelSpec,
+    kv_lora_rank: int | None = None,
+    q_lora_rank: int | None = 0,
+    qk_nope_head_dim: int | None = None,
+    qk_rope_head_dim: int | None = None,
+    v_head_dim: int | None = None,
+) -> dict[str, int]:
+    """The knobs with nulls resolved from the model size (DeepSeek-V2-Lite's proportions: latent d_model/4, nope and
+    v parts one head_dim, rope part half a head_dim rounded down to even); q_lora_rank null or 0 means no query latent."""
+    return {
+        "kv_lora_rank": kv_lora_rank if kv_lora_rank is not None else max(1, spec.d_model // 4),
+        "q_lora_rank": q_lora_rank or 0,
+        "qk_nope_head_dim": qk_nope_head_dim if qk_nope_head_dim is not None else spec.head_dim,
+        "qk_rope_head_dim": qk_rope_head_dim if qk_rope_head_dim is not None else max(2, spec.head_dim // 4 * 2),
+        "v_head_dim": v_head_dim if v_head_dim is not None else spec.head_dim,
+    }
+
+
+def _rotates(spec: ModelSpec) -> bool:
+    try:
+        return POS_ENC.get(spec.pos_enc.name).acts_on == "rotary"
+    except KeyError:  # an unknown pos_enc is reported by its own check
+        return False
+
+
+@ATTENTION.register("mla")
+class MultiHeadLatentAttention(Attention):
+    def __init__(
+        self,
+        spec: ModelSpec,
+        layer: int,
+        kv_lora_rank: int | None = None,
+        q_lora_rank: int | None = 0,
+        qk_nope_head_dim: int | None = None,
+        qk_rope_head_dim: int | None = None,
+        v_head_dim: int | None = None,
+    ):
+        super().__init__(spec, layer)
+        dims = mla_dims(spec, kv_lora_rank, q_lora_rank, qk_nope_head_dim, qk_rope_head_dim, v_head_dim)
+        self.kv_lora_rank, self.q_lora_rank = dims["kv_lora_rank"], dims["q_lora_rank"]
+        self.nope, self.rope, self.v_dim = dims["qk_nope_head_dim"], dims["qk_rope_head_dim"], dims["v_head_dim"]
+        self.n_heads = h = spec.n_heads
+        d, bias = spec.d_model, spec.bias
+
+        q_width = h * (self.nope + self.rope)
+        if self.q_lora_rank:
+            self.q_down = nn.Linear(d, self.q_lora_rank, bias=bias)  # W_DQ
+            self.q_norm = nn.RMSNorm(self.q_lora_rank, eps=1e-6)
+            self.q_up = nn.Linear(self.q_lora_rank, q_width, bias=bias)  # W_UQ and W_QR stacked
+        else:
+            self.q_proj = nn.Linear(d, q_width, bias=bias)
+        self.kv_down = nn.Linear(d, self.kv_lora_rank + self.rope, bias=bias)  # W_DKV and W_KR stacked
+        self.kv_norm = nn.RMSNorm(self.kv_lora_rank, eps=1e-6)
+        self.kv_up = nn.Linear(self.kv_lora_rank, h * (self.nope + self.v_dim), bias=bias)  # W_UK and W_UV stacked
+        self.out_proj = nn.Linear(h * self.v_dim, d, bias=bias)  # W_O
+        self.out_proj.is_residual_output = True
+
+    @property
+    def kv_cache_per_token(self) -> int:
+        """Numbers an inference cache keeps per token for this layer: c_KV and the shared rope key."""
+        return self.kv_lora_rank + self.rope
+
+    @classmethod
+    def check(
+        cls,
+        spec: ModelSpec,
+        kv_lora_rank: int | None = None,
+        q_lora_rank: int | None = 0,
+        qk_nope_head_dim: int | None = None,
+        qk_rope_head_dim: int | None = None,
+        v_head_dim: int | None = None,
+    ) -> list[str]:
+        given = dict(zip(KNOBS, (kv_lora_rank, q_lora_rank, qk_nope_head_dim, qk_rope_head_dim, v_head_dim)))
+        problems = []
+        for name, value in given.items():
+            if value is None or (name == "q_lora_rank" and value == 0):
+                continue
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                off = " (0 or null: no query compression)" if name == "q_lora_rank" else " (null: derived from model)"
+                problems.append(f"attention.{name}={value} must be a positive integer{off}")
+        if problems:
+            return problems
+        dims = mla_dims(spec, **given)
+        if dims["kv_lora_rank"] >= spec.d_model:
+            problems.append(
+                f"attention.kv_lora_rank={dims['kv_lora_rank']} must be < model.d_model={spec.d_model} "
+                "(the latent compresses the hidden state); lower it"
+            )
+        if dims["q_lora_rank"] >= spec.d_model:
+            problems.append(
+                f"attention.q_lora_rank={dims['q_lora_rank']} must be < model.d_model={spec.d_model}; "
+                "lower it, or 0 for no query compression"
+            )
+        if _rotates(spec) and dims["qk_rope_head_dim"] % 2:
+            problems.append(
+                f"attention.qk_rope_head_dim={dims['qk_rope_head_dim']} must be even with pos_enc={spec.pos_enc.name}"
+                " (RoPE rotates channel pairs); make it even"
+            )
+        return problems
+
+    def forward(self, x: torch.Tensor, pos: PositionalEncoding) -> torch.Tensor:
+        b, t, _ = x.shape
+        h, nope, rope = self.n_heads, self.nope, self.rope
+        q = self.q_up(self.q_norm(self.q_down(x))) if self.q_lora_rank else self.q_proj(x)
+        q_nope, q_rope = q.view(b, t, h, nope + rope).transpose(1, 2).split([nope, rope], dim=-1)
+
+        c_kv, k_rope = self.kv_down(x).split([self.kv_lora_rank, rope], dim=-1)  # (B, T, r_kv), (B, T, rope)
+        kv = self.kv_up(self.kv_norm(c_kv)).view(b, t, h, nope + self.v_dim).transpose(1, 2)
+        k_nope, v = kv.split([nope, self.v_dim], dim=-1)
+
+        q_rope, k_rope = pos.rotate(q_rope), pos.rotate(k_rope.unsqueeze(1))  # k_rope: (B, 1, T, rope), all heads
+        q = torch.cat([q_nope, q_rope], dim=-1)  # (B, H, T, nope + rope)
+        k = torch.cat([k_nope, k_rope.expand(b, h, t, rope)], dim=-1)
+        y = causal_attention(q, k, v, pos.score_bias(self.layer, t, x.device), self.attn_dropout)  # (B, H, T, v)
+        return self.out_proj(y.transpose(1, 2).flatten(2))

@@ -1,0 +1,128 @@
+"""Forward+backward time and peak memory of each attention variant next to dense causal MHA (SDPA), on this CPU.
+
+    python benchmarks/attention.py                       # T in 512 1024 2048 4096 8192, model=small widths
+    python benchmarks/attention.py --lengths 512 1024 --repeats 5 --variants mha local
+
+One attention layer (model=small: d_model 256, 8 heads; each variant with its conf/attention/*.yaml defaults,
+pos_enc=none so only attention is timed), batch 1, float32, torch threads = --threads.
+
+time: best of --repeats forward+backward passes, the variants interleaved round by round so that load from other
+    processes hits all of them alike; ratios are against MHA at the same T, in the same process.
+peak: the rise of the process's peak resident set (VmHWM, reset through /proc/self/clear_refs just before) during one
+    forward+backward pass, in a fresh subprocess per (variant, T), after one warm-up pass: everything the pass
+    allocates at once, transient buffers included, with inputs and weights already resident.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import subprocess
+import sys
+import time
+
+import torch
+
+VARIANTS = ["mha", "mqa", "gqa", "local", "bigbird", "linear", "mla"]
+
+
+def build(variant: str, t: int):
+    """One attention layer of `variant` (its YAML defaults) at model=small widths with context t, and its input."""
+    import ablate
+    from ablate.model import REGISTRIES
+    from ablate.model.pos_enc import NoPositionalEncoding
+    from ablate.spec import model_spec
+
+    cfg = ablate.compose([f"attention={variant}", "pos_enc=none", "model=small", f"model.block_size={t}", "dropout=off"])
+    spec = model_spec(cfg, vocab_size=256)
+    layer = REGISTRIES["attention"].get(variant)(spec, 0, **spec.attention.knobs)
+    x = torch.randn(1, t, spec.d_model, requires_grad=True)
+    return layer, x, NoPositionalEncoding(spec)
+
+
+def step(layer, x, pos) -> None:
+    layer(x, pos).sum().backward()
+    x.grad = None
+    layer.zero_grad(set_to_none=True)
+
+
+def _status_kb(key: str) -> int:
+    with open("/proc/self/status") as f:
+        return int(re.search(rf"{key}:\s+(\d+) kB", f.read()).group(1))
+
+
+def peak_mib(variant: str, t: int, threads: int) -> float:
+    """Run in this process (meant to be a fresh one): peak RSS rise during one forward+backward, in MiB."""
+    torch.set_num_threads(threads)
+    layer, x, pos = build(variant, t)
+    step(layer, x, pos)  # warm-up: one-off allocations (kernels' workspaces, lazy inits) happen here
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")  # resets VmHWM to the current RSS
+    before = _status_kb("VmRSS")
+    step(layer, x, pos)
+    return (_status_kb("VmHWM") - before) / 1024
+
+
+def measure_peak(variant: str, t: int, threads: int) -> float:
+    out = subprocess.run(
+        [sys.executable, __file__, "--peak-of", variant, str(t), "--threads", str(threads)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return json.loads(out.stdout.strip().splitlines()[-1])["peak_mib"]
+
+
+def measure_times(variants: list[str], t: int, repeats: int) -> dict[str, float]:
+    built = {v: build(v, t) for v in variants}
+    for v in variants:
+        step(*built[v])  # warm-up
+    best = {v: float("inf") for v in variants}
+    for _ in range(repeats):
+        for v in variants:
+            start = time.perf_counter()
+            step(*built[v])
+            best[v] = min(best[v], time.perf_counter() - start)
+    return best
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--lengths", type=int, nargs="+", default=[512, 1024, 2048, 4096, 8192])
+    parser.add_argument("--variants", nargs="+", default=VARIANTS)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory subprocesses")
+    parser.add_argument("--peak-of", nargs=2, metavar=("VARIANT", "T"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+
+    if args.peak_of:
+        print(json.dumps({"peak_mib": peak_mib(args.peak_of[0], int(args.peak_of[1]), args.threads)}))
+        return
+
+    logging_off()
+    torch.set_num_threads(args.threads)
+    variants = ["mha"] + [v for v in args.variants if v != "mha"]
+    print(f"torch {torch.__version__}, {args.threads} threads, best of {args.repeats}; ratios vs mha at the same T\n")
+    print("| T | variant | fwd+bwd ms | × mha | peak MiB | × mha |")
+    print("|---:|---|---:|---:|---:|---:|")
+    for t in args.lengths:
+        times = measure_times(variants, t, args.repeats)
+        peaks = {v: (None if args.no_memory else measure_peak(v, t, args.threads)) for v in variants}
+        for v in variants:
+            mem = "–" if peaks[v] is None else f"{peaks[v]:.0f}"
+            mem_ratio = "–" if peaks[v] is None else f"{peaks[v] / peaks['mha']:.2f}"
+            print(f"| {t} | {v} | {times[v] * 1e3:.0f} | {times[v] / times['mha']:.2f} | {mem} | {mem_ratio} |")
+        sys.stdout.flush()
+
+
+def logging_off() -> None:
+    """The 'equals dense' notes of local/bigbird at small T are expected here; keep the table readable."""
+    import logging
+
+    logging.getLogger("ablate").setLevel(logging.ERROR)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,109 @@
+"""Finding runs, the factor they vary, their baseline and their seeds."""
+
+from __future__ import annotations
+
+import json
+
+from ablate.compare.group import group_runs, varied_keys
+from ablate.compare.load import find_run_dirs, load_runs
+from tests.compare.fake_runs import attention_study, write_run
+
+
+def sections_of(*inputs, baselines=None):
+    runs, notes = load_runs([str(i) for i in inputs])
+    return {s.title: s for s in group_runs(runs, baselines)}, notes
+
+
+def test_study_info_names_the_section_and_baseline(tmp_path):
+    sections, _ = sections_of(attention_study(tmp_path / "sweep"))
+    section = sections["attention"]
+    assert section.study == "attention" and section.factors == ["attention"]
+    assert section.baseline == "mha"
+    assert {k: len(v) for k, v in section.variants.items()} == {"mha": 3, "gqa": 3, "mqa": 4}
+
+
+def test_without_study_info_the_varied_factor_is_inferred(tmp_path):
+    sections, _ = sections_of(attention_study(tmp_path / "sweep", study_info=False))
+    assert list(sections) == ["attention"]
+    section = sections["attention"]
+    assert section.study is None and section.baseline == "mha"  # DESIGN's baseline
+    # gqa's own knob (n_kv_heads) is implied by its name, and seeds / debug.nan_at_step never split variants
+    assert sorted(section.variants) == ["gqa", "mha", "mqa"]
+    assert any("no study info" in note for note in section.notes)
+
+
+def test_one_factor_at_a_time_runs_split_into_studies_sharing_the_baseline(tmp_path):
+    write_run(tmp_path / "base", 4.0)
+    write_run(tmp_path / "gqa", 3.9, attention="gqa")
+    write_run(tmp_path / "swiglu", 3.8, ffn="swiglu")
+    write_run(tmp_path / "rmsnorm", 3.95, norm="rmsnorm")
+    write_run(tmp_path / "combo", 3.7, ffn="swiglu", pos_enc="rope")
+    sections, _ = sections_of(tmp_path)
+    assert set(sections) == {"attention", "ffn", "norm", "combinations"}
+    assert sorted(sections["ffn"].variants) == ["relu", "swiglu"] and sections["ffn"].baseline == "relu"
+    assert sorted(sections["norm"].variants) == ["layernorm", "rmsnorm"]
+    combos = sections["combinations"]
+    # labels name the factors in DESIGN order (pos_enc first)
+    assert sorted(combos.variants) == ["pos_enc=learned, ffn=relu", "pos_enc=rope, ffn=swiglu"]
+    assert combos.baseline == "pos_enc=learned, ffn=relu"
+
+
+def test_knob_counts_when_it_differs_within_one_option(tmp_path):
+    write_run(tmp_path / "a", 4.0, attention="gqa")
+    run = write_run(tmp_path / "b", 3.9, attention="gqa")
+    config = (run / "config.yaml").read_text().replace("n_kv_heads: 2", "n_kv_heads: 1")
+    (run / "config.yaml").write_text(config)
+    runs, _ = load_runs([str(tmp_path)])
+    from ablate.compare.group import identity
+
+    assert varied_keys([identity(r) for r in runs]) == ["attention.n_kv_heads"]
+
+
+def test_baseline_flag_and_study_baseline_forms(tmp_path):
+    for option, value in (("mha", 4.0), ("gqa", 3.9)):
+        write_run(tmp_path / option, value, attention=option,
+                  summary_extra={"study": "attention", "varies": "attention", "baseline": "attention=gqa,ffn=relu"})
+    sections, _ = sections_of(tmp_path)
+    assert sections["attention"].baseline == "gqa"  # the study's own statement wins over DESIGN's mha
+    sections, _ = sections_of(tmp_path, baselines={"attention": "mha"})
+    assert sections["attention"].baseline == "mha"  # and --baseline wins over both
+
+
+def test_missing_baseline_is_said_not_guessed(tmp_path):
+    write_run(tmp_path / "gqa", 3.9, attention="gqa")
+    write_run(tmp_path / "mqa", 3.95, attention="mqa")
+    sections, _ = sections_of(tmp_path, baselines={"attention": "mha"})
+    section = sections["attention"]
+    assert section.baseline is None
+    assert any("not among the runs" in note and "--baseline" in note for note in section.notes)
+
+
+def test_phases_are_ordered_and_compared_to_phase_0(tmp_path):
+    ladder = [({}, 4.8434), ({"attention": "mla"}, 4.70), ({"attention": "mla", "pos_enc": "rope"}, 4.60)]
+    for phase, (choices, loss) in reversed(list(enumerate(ladder))):
+        write_run(tmp_path / f"p{phase}", loss, summary_extra={"study": "phases", "phase": phase}, **choices)
+    sections, _ = sections_of(tmp_path)
+    section = sections["phases"]
+    assert section.phases and list(section.variants) == ["phase 0", "phase 1", "phase 2"]
+    assert section.baseline == "phase 0"
+
+
+def test_inputs_dirs_globs_and_duplicates(tmp_path):
+    sweep = attention_study(tmp_path / "sweep")
+    (sweep / "0_attention=mha,seed=0" / "checkpoints").mkdir()
+    (sweep / "0_attention=mha,seed=0" / "checkpoints" / "summary.json").write_text(json.dumps({"status": "x"}))
+    (tmp_path / "sweep" / "summary.json.bak").write_text("{}")
+    assert len(find_run_dirs([str(sweep)])) == 10
+    assert len(find_run_dirs([str(sweep / "*mqa*")])) == 4
+    assert len(find_run_dirs([str(tmp_path / "**" / "summary.json")])) == 10
+    # the same job re-run elsewhere (same config hash): counted once, the completed copy kept
+    copy = tmp_path / "rerun" / "0_attention=mha,seed=0"
+    copy.parent.mkdir()
+    import shutil
+
+    shutil.copytree(sweep / "0_attention=mha,seed=0", copy)
+    summary = json.loads((copy / "summary.json").read_text())
+    (copy / "summary.json").write_text(json.dumps({**summary, "status": "failed"}))
+    runs, notes = load_runs([str(sweep), str(tmp_path / "rerun")])
+    assert len(runs) == 10 and len(notes) == 1
+    assert all(r.status != "failed" for r in runs)

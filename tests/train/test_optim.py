@@ -1,0 +1,59 @@
+"""AdamW parameter groups, the learning-rate schedule and nucleus sampling, against hand-computed values."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+import ablate
+from ablate.spec import train_spec
+from ablate.train.optim import lr_at, parameter_groups
+from ablate.train.sample import generate, top_p_filter
+
+
+def test_no_weight_decay_on_norms_biases_embeddings():
+    model = ablate.build_model(ablate.compose(["model=tiny", "model.bias=true", "pos_enc=learned"]))
+    decay, no_decay = parameter_groups(model, 0.1)
+    decayed = {id(p) for p in decay["params"]}
+    for module in model.modules():
+        if isinstance(module, nn.Embedding):
+            assert id(module.weight) not in decayed
+        if isinstance(module, nn.LayerNorm):
+            assert id(module.weight) not in decayed and id(module.bias) not in decayed
+        if isinstance(module, nn.Linear):
+            assert (id(module.weight) in decayed) != (module.weight is model.token_embedding.weight)
+            if module.bias is not None:
+                assert id(module.bias) not in decayed
+    assert len(decay["params"]) + len(no_decay["params"]) == len(list(model.parameters()))
+
+
+def test_warmup_then_cosine_to_floor():
+    spec = train_spec(ablate.compose(["train.lr=1.0", "train.min_lr_ratio=0.1", "train.warmup_fraction=0.1"]))
+    total = 100
+    assert lr_at(0, total, spec) == 0.1  # first of 10 warmup steps
+    assert lr_at(9, total, spec) == 1.0
+    assert lr_at(10, total, spec) == 1.0
+    assert math.isclose(lr_at(99, total, spec), 0.1)
+    middle = 10 + (99 - 10) / 2
+    assert math.isclose(lr_at(int(middle), total, spec), 0.1 + 0.45 * (1 + math.cos(math.pi * 44 / 89)))
+    lrs = [lr_at(s, total, spec) for s in range(10, 100)]
+    assert all(a >= b for a, b in zip(lrs, lrs[1:]))
+
+
+def test_top_p_keeps_smallest_set_reaching_p():
+    probs = torch.tensor([0.5, 0.3, 0.15, 0.05])
+    kept = top_p_filter(probs.log(), 0.75).isfinite()
+    assert kept.tolist() == [True, True, False, False]
+    kept = top_p_filter(probs.log()[[2, 0, 3, 1]], 0.75).isfinite()
+    assert kept.tolist() == [False, True, False, True]
+    assert top_p_filter(probs.log(), 0.01).isfinite().tolist() == [True, False, False, False]
+
+
+def test_generate_extends_prompt_deterministically():
+    model = ablate.build_model(ablate.compose(["model=tiny"]))
+    a = generate(model, [1, 2, 3], 10, temperature=1.0, top_p=0.9, seed=0)
+    b = generate(model, [1, 2, 3], 10, temperature=1.0, top_p=0.9, seed=0)
+    assert a == b and a[:3] == [1, 2, 3] and len(a) == 13
+    assert len(generate(model, [1] * 70, 3, temperature=0, top_p=1.0, seed=0)) == 73  # context cropped to 64
