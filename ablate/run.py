@@ -23,18 +23,20 @@ def main(cfg: DictConfig) -> dict | None:
         cfg.out_dir = hydra_cfg.runtime.output_dir
         if cfg.logger.name == "wandb" and cfg.logger.group is None and hydra_cfg.mode == RunMode.MULTIRUN:
             cfg.logger.group = hydra_cfg.sweep.dir.rstrip("/").split("/", 1)[-1].replace("/", "_")
-    multirun = hydra_cfg.mode == RunMode.MULTIRUN
+    # A failed job is recorded in its run dir; a sweep goes on with the next job unless sweep.fail_fast is set.
+    # SystemExit is not an Exception, so Hydra's launcher does not catch it: that is what stops a fail-fast sweep.
+    keep_going = hydra_cfg.mode == RunMode.MULTIRUN and not cfg.sweep.fail_fast
     try:
         summary = train(cfg, list(hydra_cfg.overrides.task))
     except SpecError as e:
         for line in e.problems:
             log.error("config error: %s", line)
-        if not multirun:
+        if not keep_going:
             sys.exit(2)
         return None
-    except Exception as e:  # recorded in the run dir; a sweep goes on with the next job
+    except Exception as e:
         log.error("run failed: %s: %s (details in %s/error.txt)", type(e).__name__, e, cfg.out_dir)
-        if not multirun:
+        if not keep_going:
             sys.exit(1)
         return None
     log.info("%s: %s, final val loss %.4f -> %s", summary["overrides"], summary["status"],

@@ -124,8 +124,10 @@ def group_runs(runs: list[Run], baseline_flags: dict[str, str] | None = None) ->
     by_study: dict[str, list[Run]] = defaultdict(list)
     unlabelled = []
     for run in runs:
-        if run.summary.get("study"):
-            by_study[str(run.summary["study"])].append(run)
+        # a run that knows its phase but not its study belongs to the phases study
+        study = run.summary.get("study") or (PHASES_TITLE if "phase" in run.summary else None)
+        if study:
+            by_study[str(study)].append(run)
         else:
             unlabelled.append(run)
     sections = [_study_section(name, members, flags) for name, members in by_study.items()]

@@ -22,6 +22,10 @@ from ablate.compare.rows import VariantRow
 from ablate.compare.tables import COLUMNS, DEFINITIONS, PHASE_COLUMNS, cells, section_heading
 
 AXIS_TITLES = {"step": "by optimizer step", "tokens": "by training tokens", "time": "by training time"}
+CURVES_CAPTION = ("Thick line: mean over completed seeds (baseline in black); shaded: the seed band; dashed: a run "
+                  "that did not complete, drawn up to where it stopped and marked there (✕ diverged, ■ failed, "
+                  "▶ running). Click a legend entry to hide a variant, drag to zoom, double-click to reset.")
+FINAL_CAPTION = "Each dot is one completed seed; the diamond and bar are the mean ± std over seeds."
 VERDICT_CLASSES = {stats.BETTER: "better", stats.WORSE: "worse", stats.NOISE: "noise", stats.SINGLE: "single",
                    stats.BASELINE: "baseline"}
 
@@ -36,6 +40,7 @@ table.results { border-collapse: collapse; width: 100%; font-size: 13.5px; margi
 .table-wrap { overflow-x: auto; }
 .results td:first-child, .results th:first-child { text-align: left; }
 .results tr.baseline td { font-weight: 600; background: #fafafa; }
+.results td:nth-last-child(-n+2) { white-space: normal; min-width: 8em; }
 .swatch { display: inline-block; width: 11px; height: 11px; border-radius: 2px; margin-right: 6px;
           vertical-align: -1px; }
 .verdict { border-radius: 10px; padding: 1px 8px; }
@@ -118,7 +123,9 @@ def render(sections: list[Section], tables: list[list[VariantRow]], figures: lis
         charts = []
         for div_id, heading, figure in section_figures:
             all_figures[div_id] = figure
-            charts.append(f"<h3>{html.escape(heading)}</h3><div class=\"chart\" id=\"{div_id}\"></div>")
+            caption = CURVES_CAPTION if div_id.endswith(tuple(AXIS_TITLES)) else FINAL_CAPTION
+            charts.append(f'<h3>{html.escape(heading)}</h3><p class="note">{caption}</p>'
+                          f'<div class="chart" id="{div_id}"></div>')
         parts.append(f'<section id="{section.slug}"><h2>{html.escape(section.title)}</h2>'
                      f'<p class="meta">{html.escape(section_heading(section, rows))}</p>{notes}'
                      f'{_table(section, rows)}{_flags(rows)}{"".join(charts)}</section>')

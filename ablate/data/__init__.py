@@ -88,9 +88,9 @@ def check_data_config(data: DictConfig, tokenizer: DictConfig, block_size: int) 
     if data.get("max_bytes") is not None and int(data.max_bytes) <= 0:
         problems.append(f"data.max_bytes={data.max_bytes} must be > 0 (or null for all)")
     if data.name == "text" and not data.get("path"):
-        problems.append("data=text needs data.path=<a file, a directory or a glob of .txt/.jsonl/.parquet>")
+        problems.append("data=text cannot run without data.path=<a file, a directory or a glob of .txt/.jsonl/.parquet>")
     if data.name in ("hf", "tinystories", "atlaset") and not data.get("dataset"):
-        problems.append(f"data={data.name} needs data.dataset=<a Hub id or a local path>")
+        problems.append(f"data={data.name} cannot run without data.dataset=<a Hub id or a local path>")
     return problems
 
 

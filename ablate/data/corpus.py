@@ -82,12 +82,12 @@ def take_bytes(documents: Iterable[Document], max_bytes: int | None) -> Iterator
         yield doc
 
 
-def files_fingerprint(files: Iterable[Path], settings: str) -> str:
-    """Paths, sizes and modification times: cheap to compute, and any edit to a file changes it."""
+def files_fingerprint(files: Iterable[Path], settings: str, base: Path | None = None) -> str:
+    """Paths (relative to base), sizes and modification times: cheap to compute, and any edit to a file changes it."""
     h = hashlib.sha256(settings.encode())
     for path in files:
         st = path.stat()
-        h.update(f"{path}:{st.st_size}:{st.st_mtime_ns}\n".encode())
+        h.update(f"{path.relative_to(base) if base else path}:{st.st_size}:{st.st_mtime_ns}\n".encode())
     return h.hexdigest()[:16]
 
 

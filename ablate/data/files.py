@@ -8,6 +8,7 @@ Empty files, undecodable bytes, bad JSON lines and files that clean down to noth
 from __future__ import annotations
 
 import glob
+import itertools
 import json
 from collections import Counter
 from pathlib import Path
@@ -24,41 +25,41 @@ FORMATS = ("plain", "whatsapp")
 READER_VERSION = 2
 
 
-def list_files(path: str) -> list[Path]:
-    """The files `path` names: itself, every readable file under a directory (hidden ones skipped), or a glob."""
-    expanded = str(Path(path).expanduser())
-    if any(c in expanded for c in "*?["):
-        found = [Path(p) for p in glob.glob(expanded, recursive=True)]
-        return sorted(p for p in found if p.is_file())
-    root = Path(expanded)
-    if root.is_dir():
+def list_files(path: str) -> tuple[Path, list[Path]]:
+    """(base, files): the files `path` names (itself, every readable file under a directory with hidden ones
+    skipped, or a glob's matches) and the directory their document names are relative to, so the train/val split
+    is the same wherever the corpus sits."""
+    expanded = Path(path).expanduser()
+    if any(c in str(expanded) for c in "*?["):
+        fixed = [part for part in itertools.takewhile(lambda p: not any(c in p for c in "*?["), expanded.parts)]
+        found = sorted(p for p in map(Path, glob.glob(str(expanded), recursive=True)) if p.is_file())
+        return Path(*fixed), found
+    if expanded.is_dir():
         readable = TEXT_SUFFIXES | JSON_SUFFIXES | PARQUET_SUFFIXES
-        return sorted(
-            p for p in root.rglob("*")
-            if p.is_file() and p.suffix.lower() in readable and not any(part.startswith(".") for part in
-                                                                          p.relative_to(root).parts)
-        )
-    return [root] if root.is_file() else []
+        found = sorted(p for p in expanded.rglob("*") if p.is_file() and p.suffix.lower() in readable
+                       and not any(part.startswith(".") for part in p.relative_to(expanded).parts))
+        return expanded, found
+    return expanded.parent, [expanded] if expanded.is_file() else []
 
 
 class TextCorpus:
     def __init__(self, path: str | None = None, format: str = "plain", text_field: str = "text",
                  keep_sender: bool = True, max_bytes: int | None = None):
         if not path:
-            raise DataError("data=text needs data.path=<a file, a directory or a glob of .txt/.jsonl/.parquet>")
+            raise DataError("data=text cannot run without data.path=<a file, a directory or a glob of .txt/.jsonl/.parquet>")
         if format not in FORMATS:
             raise DataError(f"data.format={format} is not known; choose one of {', '.join(FORMATS)}")
         self.path, self.format, self.text_field = str(path), format, text_field
         self.keep_sender, self.max_bytes = keep_sender, max_bytes
         self.stats: Counter = Counter()
-        self.files = list_files(self.path)
+        self.base, self.files = list_files(self.path)
         if not self.files:
             raise DataError(f"data.path={self.path} matches no file (.txt, .jsonl or .parquet)")
 
     def fingerprint(self) -> str:
         settings = (f"text|v{READER_VERSION}|{self.format}|field={self.text_field}|sender={self.keep_sender}"
                     f"|max={self.max_bytes}")
-        return files_fingerprint(self.files, settings)
+        return files_fingerprint(self.files, settings, self.base)
 
     def documents(self) -> Iterator[Document]:
         yield from take_bytes(self._all_documents(), self.max_bytes)
@@ -81,14 +82,17 @@ class TextCorpus:
                 produced += 1
                 yield doc
             if produced == 0:
-                self.stats["files_empty_after_cleaning"] += 1
+                self.stats["files_without_text"] += 1  # all cleaned away, or no usable row
+
+    def _name(self, path: Path) -> str:
+        return str(path.relative_to(self.base))
 
     def _text_file(self, path: Path) -> Iterator[Document]:
         text = decode_utf8(path.read_bytes(), self.stats)
         if self.format == "whatsapp":
             text = clean_chat(text, self.keep_sender, self.stats)
         if text.strip():
-            yield Document(str(path), text, "tail" if len(text) > LONG_TEXT_CHARS else None)
+            yield Document(self._name(path), text, "tail" if len(text) > LONG_TEXT_CHARS else None)
 
     def _row_document(self, path: Path, row_number: int, row) -> Document | None:
         text = row.get(self.text_field) if isinstance(row, dict) else None
@@ -98,7 +102,7 @@ class TextCorpus:
         if not text.strip():
             self.stats["empty_rows"] += 1
             return None
-        return Document(f"{path}:{row_number}", text)
+        return Document(f"{self._name(path)}:{row_number}", text)
 
     def _json_rows(self, path: Path) -> Iterator[Document]:
         text = decode_utf8(path.read_bytes(), self.stats)

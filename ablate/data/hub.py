@@ -86,7 +86,7 @@ class HubCorpus:
                  splits: dict | None = None, streaming: bool = False, revision: str | None = None,
                  max_bytes: int | None = None):
         if not dataset:
-            raise DataError("data=hf needs data.dataset=<a Hub id such as roneneldan/TinyStories, or a local path>")
+            raise DataError("data=hf cannot run without data.dataset=<a Hub id such as roneneldan/TinyStories, or a local path>")
         splits = dict(splits or {"train": "train", "val": None})
         self.dataset, self.config, self.text_field = str(dataset), config, text_field
         self.train_split, self.val_split = splits.get("train") or "train", splits.get("val")

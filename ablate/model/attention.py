@@ -15,16 +15,26 @@ ATTENTION = Registry("attention")
 
 
 def causal_attention(
-    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor | None, dropout_p: float
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    bias: torch.Tensor | None,
+    dropout_p: float,
+    scale: float | None = None,
 ) -> torch.Tensor:
-    """q: (B, H, T, D); k, v: (B, H_kv, T, D) with H_kv dividing H; bias: (H, T, T) or None -> (B, H, T, D_v)."""
+    """q: (B, H, T, D); k, v: (B, H_kv, T, D) with H_kv dividing H; bias: (H, T, T) or None -> (B, H, T, D_v).
+    scale: of the scores, 1/sqrt(D) unless given."""
     gqa = k.shape[1] != q.shape[1]
     if bias is None:
-        return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, is_causal=True, enable_gqa=gqa)
+        return F.scaled_dot_product_attention(
+            q, k, v, dropout_p=dropout_p, is_causal=True, scale=scale, enable_gqa=gqa
+        )
     t = q.shape[-2]
     future = torch.ones(t, t, dtype=torch.bool, device=q.device).triu(1)
     mask = bias.to(q.dtype).masked_fill(future, float("-inf"))
-    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p, enable_gqa=gqa)
+    return F.scaled_dot_product_attention(
+        q, k, v, attn_mask=mask, dropout_p=dropout_p, scale=scale, enable_gqa=gqa
+    )
 
 
 class Attention(nn.Module):

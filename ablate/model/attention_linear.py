@@ -21,6 +21,24 @@ def elu_feature_map(x: torch.Tensor) -> torch.Tensor:
     return F.elu(x) + 1
 
 
+def chunked_causal_products(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, chunk_size: int) -> torch.Tensor:
+    """q, k: (B, H, T, D); v: (B, H, T, Dv) -> (B, H, T, Dv) with row i = Σ_{j<=i} (q_i · k_j) v_j, without a T×T
+    matrix: inside a chunk of C tokens the (C, C) causal products are formed directly, across chunks the state
+    Σ k_j v_jᵀ of all earlier chunks is used. Memory O(T·C + T/C·D·Dv)."""
+    b, h, t, _ = q.shape
+    c = min(chunk_size, t)
+    n = -(-t // c)
+    if n * c != t:  # zeros appended: padded keys add nothing, padded queries are cut off below
+        q, k, v = (F.pad(x, (0, 0, 0, n * c - t)) for x in (q, k, v))
+    qc, kc, vc = (x.reshape(b, h, n, c, -1) for x in (q, k, v))
+    causal = torch.ones(c, c, dtype=q.dtype, device=q.device).tril()
+    intra = ((qc @ kc.transpose(-1, -2)) * causal) @ vc  # (B, H, n, C, Dv)
+    kv = kc.transpose(-1, -2) @ vc  # (B, H, n, D, Dv): each chunk's Σ k vᵀ
+    # state before chunk m = sum over chunks < m (a shifted cumsum; subtracting kv from the cumsum loses precision)
+    state = torch.cat([torch.zeros_like(kv[:, :, :1]), kv[:, :, :-1].cumsum(dim=2)], dim=2)
+    return (intra + qc @ state).view(b, h, n * c, -1)[:, :, :t]
+
+
 def causal_linear_attention(
     q: torch.Tensor,
     k: torch.Tensor,
@@ -32,23 +50,14 @@ def causal_linear_attention(
 ) -> torch.Tensor:
     """q, k: (B, H, T, D) positive features; v: (B, H, T, Dv) -> (B, H, T, Dv), with
         y_i = Σ_{j<=i} (q_num_i · k_num_j) v_j  /  Σ_{j<=i} (q_i · k_j)
-    where q_num, k_num default to q, k. Inside a chunk of C tokens the (C, C) causal products are formed directly;
-    across chunks the numerator goes through the state Σ k_num_j v_jᵀ of all earlier chunks. Memory: O(T·C + T/C·D·Dv).
-    """
-    q_num = q if q_num is None else q_num
-    k_num = k if k_num is None else k_num
-    b, h, t, _ = q.shape
-    den = (q * k.cumsum(dim=-2)).sum(-1, keepdim=True)  # (B, H, T, 1): q_i · z_i
-
-    c = min(chunk_size, t)
-    n = -(-t // c)
-    # zeros appended to T: padded keys contribute nothing, padded queries are cut off below
-    qc, kc, vc = (F.pad(x, (0, 0, 0, n * c - t)).view(b, h, n, c, -1) for x in (q_num, k_num, v))
-    intra = (qc @ kc.transpose(-1, -2)).tril() @ vc  # (B, H, n, C, Dv): causal within each chunk
-    kv = kc.transpose(-1, -2) @ vc  # (B, H, n, D, Dv): each chunk's Σ k vᵀ
-    # state before chunk m = sum over chunks < m (shifted cumsum; subtracting kv from the cumsum would lose precision)
-    state = F.pad(kv.cumsum(dim=2)[:, :, :-1], (0, 0, 0, 0, 1, 0))
-    num = (intra + qc @ state).view(b, h, n * c, -1)[:, :, :t]
+    where q_num, k_num (the numerator's features, e.g. rotated ones) default to q, k."""
+    if q_num is None and k_num is None:
+        # one pass: a column of ones appended to v makes the last output column the normalizer
+        out = chunked_causal_products(q, k, F.pad(v, (0, 1), value=1.0), chunk_size)
+        num, den = out[..., :-1], out[..., -1:]
+    else:
+        num = chunked_causal_products(q if q_num is None else q_num, k if k_num is None else k_num, v, chunk_size)
+        den = (q * k.cumsum(dim=-2)).sum(-1, keepdim=True)  # q_i · Σ_{j<=i} k_j
     return num / (den + eps)
 
 
@@ -73,6 +82,8 @@ class LinearAttention(MultiHeadAttention):
 
     def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, pos: PositionalEncoding) -> torch.Tensor:
         fq, fk = elu_feature_map(q), elu_feature_map(k)
-        # pos.rotate is the identity unless pos_enc acts by rotation; then only the numerator rotates (RoFormer)
-        y = causal_linear_attention(fq, fk, v, self.chunk_size, pos.rotate(fq), pos.rotate(fk))
+        if pos.acts_on == "rotary":  # only the numerator rotates (RoFormer)
+            y = causal_linear_attention(fq, fk, v, self.chunk_size, pos.rotate(fq), pos.rotate(fk))
+        else:
+            y = causal_linear_attention(fq, fk, v, self.chunk_size)
         return y.transpose(1, 2).flatten(2)

@@ -17,6 +17,7 @@ Scores are scaled by 1/sqrt(qk_nope_head_dim + qk_rope_head_dim).
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ablate.model.attention import ATTENTION, Attention, causal_attention
@@ -140,5 +141,13 @@ class MultiHeadLatentAttention(Attention):
         q_rope, k_rope = pos.rotate(q_rope), pos.rotate(k_rope.unsqueeze(1))  # k_rope: (B, 1, T, rope), all heads
         q = torch.cat([q_nope, q_rope], dim=-1)  # (B, H, T, nope + rope)
         k = torch.cat([k_nope, k_rope.expand(b, h, t, rope)], dim=-1)
-        y = causal_attention(q, k, v, pos.score_bias(self.layer, t, x.device), self.attn_dropout)  # (B, H, T, v)
-        return self.out_proj(y.transpose(1, 2).flatten(2))
+        # SDPA's fused kernels want one head dim for q, k and v (else it falls back to forming the T×T scores):
+        # zero padding changes no dot product, and the scale stays 1/sqrt(nope + rope)
+        qk_dim, width = nope + rope, max(nope + rope, self.v_dim)
+        if qk_dim < width:
+            q, k = F.pad(q, (0, width - qk_dim)), F.pad(k, (0, width - qk_dim))
+        if self.v_dim < width:
+            v = F.pad(v, (0, width - self.v_dim))
+        bias = pos.score_bias(self.layer, t, x.device)
+        y = causal_attention(q, k, v, bias, self.attn_dropout, scale=qk_dim**-0.5)[..., : self.v_dim]
+        return self.out_proj(y.transpose(1, 2).flatten(2))  # (B, H, T, v) -> (B, T, H·v)

@@ -4,6 +4,7 @@ table and written to sweep.json in the sweep directory."""
 from __future__ import annotations
 
 import json
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -18,40 +19,56 @@ from ablate.track import atomic_write
 
 
 def collect_summaries(sweep_dir: Path) -> list[dict[str, Any]]:
+    """The summaries of a sweep's jobs, in launch order."""
     rows = []
-    for path in sorted(sweep_dir.glob("*/summary.json"), key=lambda p: _job_number(p.parent.name)):
+    for path in sweep_dir.glob("*/summary.json"):
         summary = json.loads(path.read_text())
         summary["run_dir"] = str(path.parent)
-        rows.append(summary)
-    return rows
+        rows.append((_job_number(path.parent), summary))
+    return [summary for _, summary in sorted(rows, key=lambda r: (r[0], r[1]["run_dir"]))]
 
 
-def _job_number(name: str) -> tuple[int, str]:
-    head = name.split("_", 1)[0]
-    return (int(head), name) if head.isdigit() else (sys.maxsize, name)
+def _job_number(run_dir: Path) -> int:
+    """Hydra's number for the job (hydra.job.num in .hydra/hydra.yaml); jobs without one sort last."""
+    hydra_yaml = run_dir / ".hydra" / "hydra.yaml"
+    if hydra_yaml.exists():
+        found = re.search(r"^    num: (\d+)$", hydra_yaml.read_text(), re.MULTILINE)
+        if found:
+            return int(found.group(1))
+    return sys.maxsize
 
 
 def _varied(rows: list[dict[str, Any]]) -> list[str]:
-    """Component groups whose choice differs across jobs (all groups when nothing differs)."""
-    keys = [k for k in (*FAMILIES, "seed") if len({str(r.get(k)) for r in rows}) > 1]
-    return keys or list(FAMILIES)
+    """Component groups whose choice differs across jobs (all groups when nothing differs), then the seed."""
+    keys = [k for k in (*FAMILIES, "phase") if len({str(r.get(k)) for r in rows}) > 1]
+    return [*(keys or FAMILIES), "seed"]
+
+
+def _format_time(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    minutes, secs = divmod(int(round(seconds)), 60)
+    return f"{minutes}m{secs:02d}s" if minutes else f"{seconds:.1f}s"
+
+
+STATUS_STYLE = {"completed": "[green]completed", "failed": "[red]failed", "diverged": "[yellow]diverged"}
 
 
 def sweep_table(rows: list[dict[str, Any]]) -> Table:
     keys = _varied(rows)
     table = Table(title=f"{len(rows)} jobs")
-    for column in ("#", *keys, "status", "final val loss", "params", "tokens/s"):
-        table.add_column(column, justify="right" if column not in keys and column != "status" else "left")
+    for column in ("#", *keys, "status", "final val loss", "params", "tokens/s", "time"):
+        table.add_column(column, justify="left" if column in keys or column == "status" else "right")
     for i, r in enumerate(rows):
         loss = r.get("final/val_loss")
         table.add_row(
             str(i),
             *(str(r.get(k, "-")) for k in keys),
-            {"completed": "[green]completed", "failed": "[red]failed", "diverged": "[yellow]diverged"}.get(
-                r["status"], r["status"]),
+            STATUS_STYLE.get(r["status"], r["status"]),
             f"{loss:.4f}" if isinstance(loss, (int, float)) else "-",
             f"{r['params/total']:,}" if "params/total" in r else "-",
             f"{r['perf/tokens_per_s']:,.0f}" if "perf/tokens_per_s" in r else "-",
+            _format_time(r.get("time_s")),
         )
     return table
 

@@ -9,6 +9,7 @@ import hashlib
 import json
 import math
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,7 @@ import yaml
 from omegaconf import DictConfig, OmegaConf
 
 # Keys that say where or how a run is recorded, not what it computes: excluded from the config hash.
-_UNHASHED_KEYS = ("out_dir", "logger", "device")
+_UNHASHED_KEYS = ("out_dir", "logger", "device", "resume", "study", "sweep")
 
 
 def atomic_write(path: Path, text: str) -> None:
@@ -54,6 +55,30 @@ class RunFiles:
         self.dir.mkdir(parents=True, exist_ok=True)
         self.checkpoints = self.dir / "checkpoints"
         self._metrics = None
+
+    def read_summary(self) -> dict[str, Any] | None:
+        path = self.dir / "summary.json"
+        return json.loads(path.read_text()) if path.exists() else None
+
+    def clear(self) -> None:
+        """Remove the results of an earlier attempt that cannot be continued."""
+        for name in ("metrics.jsonl", "summary.json", "error.txt", "sample.txt"):
+            (self.dir / name).unlink(missing_ok=True)
+        shutil.rmtree(self.checkpoints, ignore_errors=True)
+
+    def truncate_metrics(self, last_step: int) -> None:
+        """Keep the rows up to `last_step` (a checkpoint's step): later ones are logged again by the resumed run."""
+        path = self.dir / "metrics.jsonl"
+        if not path.exists():
+            return
+        kept = []
+        for line in path.read_text().splitlines():
+            try:
+                if json.loads(line)["step"] <= last_step:
+                    kept.append(line + "\n")
+            except json.JSONDecodeError:  # the row a kill cut in half
+                break
+        atomic_write(path, "".join(kept))
 
     def write_config(self, cfg: DictConfig, overrides: list[str]) -> None:
         atomic_write(self.dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))

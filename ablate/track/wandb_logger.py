@@ -64,6 +64,8 @@ def resolve_mode(configured: str) -> str:
 
 
 class NullLogger:
+    run_id: str | None = None
+
     def log(self, row: dict[str, Any]) -> None:
         pass
 
@@ -94,6 +96,7 @@ class WandbLogger(NullLogger):
             reinit="finish_previous",  # a multirun job never inherits the previous job's run
             settings=wandb.Settings(console="off", init_timeout=30, silent=True),
         )
+        self.run_id = self.run.id
         for axis in X_AXES:
             self.run.define_metric(axis)
         for prefix in ("train/*", "val/*", "perf/*", "lr"):

@@ -22,7 +22,7 @@ from ablate.data import load_tokens
 from ablate.model import TransformerLM, count_parameters, flops_per_token
 from ablate.spec import FAMILIES, ModelSpec, TrainSpec, validate
 from ablate.track import RunFiles, config_hash, make_logger
-from ablate.train.checkpoint import rng_state, save_checkpoint
+from ablate.train.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from ablate.train.device import autocast, peak_flops, pick_device
 from ablate.train.optim import lr_at, make_optimizer
 from ablate.train.progress import progress_bar
@@ -49,7 +49,7 @@ def wandb_config(cfg: DictConfig) -> dict[str, Any]:
 
 
 # Overrides that change where or how a run is recorded, not what it computes: left out of its name.
-_UNNAMED = ("logger", "out_dir", "device", "hydra")
+_UNNAMED = ("logger", "out_dir", "device", "hydra", "study", "sweep", "resume")
 
 
 def run_name(overrides: list[str]) -> str:
@@ -77,6 +77,32 @@ def evaluate(model: torch.nn.Module, batches, device: str) -> dict[str, float]:
     return {"val/loss": loss, "val/ppl": math.exp(min(loss, 50.0)), "val/acc": correct / count}
 
 
+FINISHED = ("completed", "diverged")  # rerunning these would repeat the same computation
+
+
+def resumable_state(files: RunFiles, digest: str) -> dict[str, Any] | None:
+    """The last checkpoint of an interrupted or failed attempt at this same config, if there is one."""
+    path = files.checkpoints / "last.pt"
+    if not path.exists():
+        return None
+    state = load_checkpoint(path)
+    return state if state["summary"].get("config_hash") == digest else None
+
+
+def study_info(cfg: DictConfig) -> dict[str, Any]:
+    """Which study a job belongs to, what it varies and its baseline, for reports and dashboards to group by."""
+    study = cfg.get("study")
+    if not study:
+        return {}
+    info = OmegaConf.to_container(study, resolve=True)
+    return {"study": info.get("name"), "varies": info.get("varies"), "baseline": info.get("baseline"),
+            **({"phase": info["phase"]} if info.get("phase") is not None else {})}
+
+
+def throughput(tokens: int, seconds: float) -> float:
+    return tokens / seconds if seconds > 0 else 0.0
+
+
 def default_run_dir() -> Path:
     return Path("outputs") / datetime.now().strftime("%Y-%m-%d") / datetime.now().strftime("%H-%M-%S-%f")
 
@@ -90,16 +116,27 @@ def train(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, Any]
     overrides = list(overrides or [])
     run_dir = Path(cfg.out_dir) if cfg.get("out_dir") else default_run_dir()
     files = RunFiles(run_dir)
+    digest = config_hash(cfg)
+    previous = files.read_summary()
+    if cfg.get("resume", True) and previous and previous.get("config_hash") == digest:
+        if previous["status"] in FINISHED:
+            log.info("%s: already %s in %s; skipped", previous.get("overrides"), previous["status"], run_dir)
+            return previous
+    resume = resumable_state(files, digest) if cfg.get("resume", True) else None
+    if resume is None:
+        files.clear()
     files.write_config(cfg, overrides)
     summary: dict[str, Any] = {
+        **(resume["summary"] if resume else {}),
         "status": "running",
         **choices(cfg),
         "model": str(cfg.model.name),
         "data": str(cfg.data.name),
         "seed": int(cfg.seed),
-        "config_hash": config_hash(cfg),
+        "config_hash": digest,
         "run_dir": str(run_dir),
         "overrides": run_name(overrides),
+        **study_info(cfg),
     }
     files.write_summary(summary)
     logger = None
@@ -110,9 +147,11 @@ def train(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, Any]
             str(run_dir),
             run_name(overrides),
             wandb_config(cfg),
-            run_id=None,
+            run_id=summary.get("wandb_id"),
         )
-        _run(cfg, mspec, tspec, files, logger, summary)
+        if logger.run_id:
+            summary["wandb_id"] = logger.run_id
+        _run(cfg, mspec, tspec, files, logger, summary, resume)
     except BaseException as e:
         summary["status"] = "failed"
         summary["error"] = f"{type(e).__name__}: {e}".splitlines()[0]
@@ -128,7 +167,8 @@ def train(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, Any]
 
 
 def _run(
-    cfg: DictConfig, mspec: ModelSpec, tspec: TrainSpec, files: RunFiles, logger, summary: dict[str, Any]
+    cfg: DictConfig, mspec: ModelSpec, tspec: TrainSpec, files: RunFiles, logger, summary: dict[str, Any],
+    resume: dict[str, Any] | None,
 ) -> None:
     device = pick_device(str(cfg.device))
     torch.manual_seed(int(cfg.seed))
@@ -171,13 +211,24 @@ def _run(
         })
 
     nan_at, raise_at = cfg.debug.nan_at_step, cfg.debug.raise_at_step
-    train_time, tokens, losses, step = 0.0, 0, [], 0
-    val = record_eval(0, 0, 0.0)
+    losses: list[float] = []
+    if resume:
+        model.load_state_dict(resume["model"])
+        optimizer.load_state_dict(resume["optimizer"])
+        batches.load_state(resume["batches"])
+        set_rng_state(resume["rng"])
+        start, tokens, train_time = resume["step"], resume["tokens"], resume["time_s"]
+        files.truncate_metrics(start)
+        log.info("%s: resumed from the checkpoint at step %d", summary["overrides"], start)
+    else:
+        start, tokens, train_time = 0, 0, 0.0
+        record_eval(0, 0, 0.0)
+    step, warmup_tokens, warmup_time = start, tokens, train_time
     model.train()
     with progress_bar(summary["overrides"]) as progress:
-        task = progress.add_task("train", total=total_steps, loss="-", val=f"{val['val/loss']:.3f}",
-                                 tok_s="-")
-        for step in range(1, total_steps + 1):
+        task = progress.add_task("train", total=total_steps, completed=start, loss="-",
+                                 val=f"{summary['final/val_loss']:.3f}", tok_s="-")
+        for step in range(start + 1, total_steps + 1):
             tic = time.perf_counter()
             lr = lr_at(step - 1, total_steps, tspec)
             for group in optimizer.param_groups:
@@ -206,8 +257,10 @@ def _run(
             tokens += tokens_per_step
             losses.append(loss_value)
 
+            if step == start + 1:  # the first step pays one-time costs (allocator, kernels, compile): not throughput
+                warmup_tokens, warmup_time = tokens, train_time
             if step % tspec.log_every == 0 or step == total_steps:
-                tok_s = tokens / train_time
+                tok_s = throughput(tokens - warmup_tokens, train_time - warmup_time)
                 row = {"step": step, "tokens": tokens, "time_s": train_time, "lr": lr,
                        "train/loss": sum(losses) / len(losses), "perf/tokens_per_s": tok_s}
                 if peak:
@@ -225,7 +278,7 @@ def _run(
             progress.update(task, completed=step)
 
     summary.update({"steps": step if summary["status"] != "diverged" else step - 1, "tokens": tokens,
-                    "time_s": train_time, "perf/tokens_per_s": tokens / train_time if train_time else 0.0})
+                    "time_s": train_time, "perf/tokens_per_s": throughput(tokens - warmup_tokens, train_time - warmup_time)})
     if summary["status"] == "diverged":
         files.write_summary(summary)
         return

@@ -46,7 +46,7 @@ def test_bad_inputs_are_counted_never_fatal(tmp_path):
     (tmp_path / "ignored.bin").write_bytes(b"\x00\x01")
     corpus = TextCorpus(str(tmp_path))
     docs = list(corpus.documents())
-    assert [d.name.rsplit("/", 1)[-1] for d in docs] == ["latin1.txt", "rows.jsonl:0"]
+    assert [d.name for d in docs] == ["latin1.txt", "rows.jsonl:0"]  # named relative to data.path
     assert "\ufffd" in docs[0].text
     assert corpus.stats["empty_files"] == 1
     assert corpus.stats["invalid_utf8_files"] == 1
@@ -67,7 +67,7 @@ def test_whatsapp_format_reads_chats_and_counts_files_that_clean_to_nothing(tmp_
     text = tokens.tokenizer.decode(tokens.train[:5000])
     assert "PM" not in text and "Amine:" not in text
     stats = json.loads((tokens.cache_dir / "meta.json").read_text())["corpus_stats"]
-    assert stats["files_empty_after_cleaning"] == 1 and stats["chat_messages"] == 400
+    assert stats["files_without_text"] == 1 and stats["chat_messages"] == 400
 
 
 def test_corpus_too_small_for_the_block_is_one_clear_error(tmp_path):
@@ -85,7 +85,7 @@ def test_missing_path_is_one_clear_error(tmp_path):
         load_tokens(data, tok, 64)
     data, tok = data_config(["data=text"])
     assert check_data_config(data, tok, 64) == [
-        "data=text needs data.path=<a file, a directory or a glob of .txt/.jsonl/.parquet>"]
+        "data=text cannot run without data.path=<a file, a directory or a glob of .txt/.jsonl/.parquet>"]
 
 
 def test_unknown_knob_is_named(text_dir):
