@@ -6,8 +6,10 @@
 One attention layer (model=small: d_model 256, 8 heads; each variant with its conf/attention/*.yaml defaults,
 pos_enc=none so only attention is timed), batch 1, float32, torch threads = --threads.
 
-time: best of --repeats forward+backward passes, the variants interleaved round by round so that load from other
-    processes hits all of them alike; ratios are against MHA at the same T, in the same process.
+wall: best of --repeats forward+backward passes (wall clock), the variants interleaved round by round so that load
+    from other processes hits all of them alike; ratios are against MHA at the same T, in the same process.
+cpu: the process's CPU time (user + sys) for the same passes, best of --repeats: with --threads 1 it does not count
+    time spent waiting for a core, so it stays comparable on a machine that other jobs share.
 peak: the rise of the process's peak resident set (VmHWM, reset through /proc/self/clear_refs just before) during one
     forward+backward pass, in a fresh subprocess per (variant, T), after one warm-up pass: everything the pass
     allocates at once, transient buffers included, with inputs and weights already resident.
@@ -17,7 +19,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
+import os
 import re
+import resource
 import subprocess
 import sys
 import time
@@ -34,7 +39,8 @@ def build(variant: str, t: int):
     from ablate.model.pos_enc import NoPositionalEncoding
     from ablate.spec import model_spec
 
-    cfg = ablate.compose([f"attention={variant}", "pos_enc=none", "model=small", f"model.block_size={t}", "dropout=off"])
+    overrides = [f"attention={variant}", "pos_enc=none", "model=small", f"model.block_size={t}", "dropout=off"]
+    cfg = ablate.compose(overrides)
     spec = model_spec(cfg, vocab_size=256)
     layer = REGISTRIES["attention"].get(variant)(spec, 0, **spec.attention.knobs)
     x = torch.randn(1, t, spec.d_model, requires_grad=True)
@@ -65,26 +71,38 @@ def peak_mib(variant: str, t: int, threads: int) -> float:
 
 
 def measure_peak(variant: str, t: int, threads: int) -> float:
+    # glibc: blocks >= 64 KiB come straight from mmap and go back to the OS when freed, so the resident set follows
+    # what is allocated instead of what the heap once held (the warm-up pass would otherwise hide the real pass)
+    env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="65536")
     out = subprocess.run(
         [sys.executable, __file__, "--peak-of", variant, str(t), "--threads", str(threads)],
         capture_output=True,
         text=True,
         check=True,
+        env=env,
     )
     return json.loads(out.stdout.strip().splitlines()[-1])["peak_mib"]
 
 
-def measure_times(variants: list[str], t: int, repeats: int) -> dict[str, float]:
+def _cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def measure_times(variants: list[str], t: int, repeats: int) -> dict[str, tuple[float, float]]:
+    """variant -> (best wall seconds, best CPU seconds) of one forward+backward pass."""
     built = {v: build(v, t) for v in variants}
     for v in variants:
         step(*built[v])  # warm-up
-    best = {v: float("inf") for v in variants}
+    wall = {v: float("inf") for v in variants}
+    cpu = {v: float("inf") for v in variants}
     for _ in range(repeats):
         for v in variants:
-            start = time.perf_counter()
+            start, start_cpu = time.perf_counter(), _cpu_seconds()
             step(*built[v])
-            best[v] = min(best[v], time.perf_counter() - start)
-    return best
+            wall[v] = min(wall[v], time.perf_counter() - start)
+            cpu[v] = min(cpu[v], _cpu_seconds() - start_cpu)
+    return {v: (wall[v], cpu[v]) for v in variants}
 
 
 def main() -> None:
@@ -101,27 +119,22 @@ def main() -> None:
         print(json.dumps({"peak_mib": peak_mib(args.peak_of[0], int(args.peak_of[1]), args.threads)}))
         return
 
-    logging_off()
+    logging.getLogger("ablate").setLevel(logging.ERROR)  # local/bigbird's "equals dense" notes at small T
     torch.set_num_threads(args.threads)
     variants = ["mha"] + [v for v in args.variants if v != "mha"]
     print(f"torch {torch.__version__}, {args.threads} threads, best of {args.repeats}; ratios vs mha at the same T\n")
-    print("| T | variant | fwd+bwd ms | × mha | peak MiB | × mha |")
-    print("|---:|---|---:|---:|---:|---:|")
+    print("| T | variant | wall ms | × mha | cpu ms | × mha | peak MiB | × mha |")
+    print("|---:|---|---:|---:|---:|---:|---:|---:|")
     for t in args.lengths:
         times = measure_times(variants, t, args.repeats)
         peaks = {v: (None if args.no_memory else measure_peak(v, t, args.threads)) for v in variants}
+        (mha_wall, mha_cpu), mha_peak = times["mha"], peaks["mha"]
         for v in variants:
-            mem = "–" if peaks[v] is None else f"{peaks[v]:.0f}"
-            mem_ratio = "–" if peaks[v] is None else f"{peaks[v] / peaks['mha']:.2f}"
-            print(f"| {t} | {v} | {times[v] * 1e3:.0f} | {times[v] / times['mha']:.2f} | {mem} | {mem_ratio} |")
+            wall, cpu = times[v]
+            mem = "– | –" if peaks[v] is None else f"{peaks[v]:.0f} | {peaks[v] / mha_peak:.2f}"
+            wall_cols = f"{wall * 1e3:.0f} | {wall / mha_wall:.2f}"
+            print(f"| {t} | {v} | {wall_cols} | {cpu * 1e3:.0f} | {cpu / mha_cpu:.2f} | {mem} |")
         sys.stdout.flush()
-
-
-def logging_off() -> None:
-    """The 'equals dense' notes of local/bigbird at small T are expected here; keep the table readable."""
-    import logging
-
-    logging.getLogger("ablate").setLevel(logging.ERROR)
 
 
 if __name__ == "__main__":

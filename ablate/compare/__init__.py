@@ -9,4 +9,4 @@
 from ablate.compare.build import NoRuns, Report, build_report
 from ablate.compare.charts import Options
 
-__all__ = ["build_report", "Options", "Report", "NoRuns"]
+__all__ = ["NoRuns", "Options", "Report", "build_report"]

@@ -13,7 +13,7 @@ from rich.table import Table
 from ablate.compare.build import NoRuns, build_report
 from ablate.compare.charts import Options
 from ablate.compare.curves import DEFAULT_ZOOM, X_COLUMNS, parse_zoom
-from ablate.compare.tables import COLUMNS, PHASE_COLUMNS, cells, section_heading
+from ablate.compare.tables import COLUMNS, PHASE_COLUMNS, cells, columns_for, section_heading
 
 
 def parser() -> argparse.ArgumentParser:
@@ -30,7 +30,7 @@ def parser() -> argparse.ArgumentParser:
                    help="EMA weight in [0, 1) for training-loss curves, e.g. 0.9 (default 0: raw)")
     p.add_argument("--zoom", default=DEFAULT_ZOOM, metavar="x0:x1[,y0:y1]",
                    help="window of the zoom panel: numbers in --x units (seconds for time) or %% of the x range; "
-                        f"open ends allowed (default {DEFAULT_ZOOM}: the last 30%%)")
+                        f"open ends allowed (default '{DEFAULT_ZOOM.replace('%', '%%')}', the last 30%%)")
     p.add_argument("--log-y", action="store_true", help="log-scale loss axes")
     p.add_argument("--band", choices=["minmax", "std"], default="minmax",
                    help="seed band around the mean curve: min–max over seeds or ±1 std (default minmax)")
@@ -78,13 +78,14 @@ TERMINAL_COLUMNS = [("variant", "phase"), ("final val loss", "final val loss"),
 
 def terminal_table(section, rows) -> Table:
     table = Table(title=f"{section.title} — {section_heading(section, rows)}", title_justify="left")
-    for general, phase in TERMINAL_COLUMNS:
-        name = phase if section.phases else general
+    template, titles = (PHASE_COLUMNS if section.phases else COLUMNS), columns_for(section)
+    picks = [template.index(phase if section.phases else general) for general, phase in TERMINAL_COLUMNS]
+    for i in picks:
+        name = titles[i]
         table.add_column(name, justify="right" if "loss" in name or "%" in name or "p " in name else "left")
-    columns = PHASE_COLUMNS if section.phases else COLUMNS
     for row in rows:
-        named = dict(zip(columns, cells(row, section.phases)))
-        table.add_row(*(named[phase if section.phases else general] for general, phase in TERMINAL_COLUMNS))
+        values = cells(row, section.phases)
+        table.add_row(*(values[i] for i in picks))
     return table
 
 

@@ -33,7 +33,7 @@ class Report:
 def build_report(inputs: list[str], out: Path, options: Options | None = None,
                  baselines: dict[str, str] | None = None, html: bool = True, png: bool = True) -> Report:
     options = options or Options()
-    runs, load_notes = load_runs(inputs)
+    runs = load_runs(inputs)
     if not runs:
         raise NoRuns(f"no run directories (*/summary.json with a status) under: {' '.join(inputs)}")
     sections = group_runs(runs, baselines)
@@ -41,10 +41,7 @@ def build_report(inputs: list[str], out: Path, options: Options | None = None,
     tables = [section_rows(section) for section in sections]
     report = Report(out=Path(out), runs=runs, sections=sections, tables=tables)
     report.out.mkdir(parents=True, exist_ok=True)
-    header = _header(inputs, runs, options, load_notes)
-
-    report.files.append(_write(report.out / "summary.md", markdown(sections, tables, header)))
-    report.files.append(_write(report.out / "summary.csv", csv_text(sections, tables)))
+    header = _header(inputs, runs, options)
     html_figures = []
     for section, rows in zip(sections, tables):
         figures = []
@@ -55,16 +52,22 @@ def build_report(inputs: list[str], out: Path, options: Options | None = None,
                             if html else None))
             if png:
                 report.files.append(plots_png.final_png(points, title, report.out / f"{section.slug}_final.png"))
+        missing = []
         for axis, charts in section_charts(section, options).items():
             if not any(len(line.x) for chart in charts for line in chart.lines):
-                section.notes.append(f"no loss curves by {AXIS_NAMES[axis]}: no run logged any")
+                missing.append(AXIS_NAMES[axis])
                 continue
             title = f"{section.title}: loss by {AXIS_NAMES[axis]}"
             figures.append((f"{section.slug}-{axis}", page.AXIS_TITLES[axis],
                             plots_html.curves_figure(charts, title) if html else None))
             if png:
                 report.files.append(plots_png.curves_png(charts, title, report.out / f"{section.slug}_{axis}.png"))
+        if missing:
+            section.notes.append(f"no loss curves by {', '.join(missing)}: no run logged any")
         html_figures.append(figures)
+    # the tables last: drawing may add notes to a section (e.g. that no run logged any curve)
+    report.files.insert(0, _write(report.out / "summary.md", markdown(sections, tables, header)))
+    report.files.insert(1, _write(report.out / "summary.csv", csv_text(sections, tables)))
     if html:
         report.files.append(_write(report.out / "report.html", page.render(sections, tables, html_figures, header)))
     return report
@@ -86,11 +89,11 @@ def _unique_slugs(sections: list[Section]) -> None:
             section.title = f"{section.title} ({count + 1})"
 
 
-def _header(inputs: list[str], runs: list[Run], options: Options, notes: list[str]) -> list[str]:
+def _header(inputs: list[str], runs: list[Run], options: Options) -> list[str]:
     settings = [f"x: {', '.join(options.axes)}", f"seed band: {'min–max' if options.band == 'minmax' else '±1 std'}",
                 f"zoom panel: {_zoom_text(options)}", f"training-loss EMA: {options.smooth:g}" if options.smooth
                 else "training loss: raw", "log-scale loss" if options.log_y else "linear loss axis"]
-    return [f"{len(runs)} runs from {', '.join(inputs)}", " · ".join(settings), *notes]
+    return [f"{len(runs)} runs from {', '.join(inputs)}", " · ".join(settings)]
 
 
 def _zoom_text(options: Options) -> str:

@@ -73,6 +73,7 @@ class FinalPoint:
     values: list[float]  # per completed seed
     mean: float
     std: float
+    note: str = ""  # e.g. "-4.16% · better": the comparison with the baseline, written next to the mean
 
 
 def variant_colours(section: Section) -> dict[str, str]:
@@ -101,7 +102,7 @@ def lines_for(section: Section, metric: str, axis: str, options: Options, colour
     lines = []
     # the baseline last, so it is drawn on top of any variant with the same curve
     for label, runs in sorted(section.variants.items(), key=lambda item: item[0] == section.baseline):
-        style = dict(label=label, colour=colours[label], baseline=label == section.baseline)
+        style = {"label": label, "colour": colours[label], "baseline": label == section.baseline}
         done = [_scaled(_smoothed(curves.series(r, metric, axis), metric, options), scale)
                 for r in runs if counted(r)]
         band = curves.aggregate(done, options.band)
@@ -190,4 +191,11 @@ def _compact(value: float) -> str:
 def final_points(section: Section, rows: list[VariantRow]) -> list[FinalPoint]:
     colours = variant_colours(section)
     return [FinalPoint(row.label, colours[row.label], row.is_baseline, row.final, row.final_spread.mean,
-                       row.final_spread.std) for row in rows if row.final_spread is not None]
+                       row.final_spread.std, _note(row)) for row in rows if row.final_spread is not None]
+
+
+def _note(row: VariantRow) -> str:
+    if row.comparison is None:
+        return ""
+    verdict = "single seed" if row.verdict.startswith("single seed") else row.verdict
+    return f"{row.comparison.pct:+.2f}% · {verdict}"

@@ -27,6 +27,8 @@ ACC_MARGIN = 0.15
 
 
 def run_flags(run: Run) -> list[str]:
+    if run.status in ("diverged", "failed"):
+        return []  # their last numbers are from before they stopped; the status already says what went wrong
     flags = []
     val, train = run.number("final/val_loss"), run.number("final/train_loss")
     if val is not None and train is not None:
@@ -89,5 +91,5 @@ def vocab_size(run: Run) -> int | None:
         from ablate.data.tokenizer import vocab_size_for
 
         return int(vocab_size_for(OmegaConf.create(tokenizer)))
-    except Exception:  # an unknown or trained tokenizer: skip this one check rather than guess
+    except (ImportError, KeyError, AttributeError, TypeError, ValueError):  # unknown tokenizer: skip, never guess
         return None

@@ -12,15 +12,16 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
-from ablate.compare.load import Run
+from ablate.compare.load import Run, dedupe
 
 FAMILIES = ("pos_enc", "attention", "ffn", "norm", "placement", "dropout")
 # The baseline option of each study (DESIGN.md, "The studies this project grew from").
 DESIGN_BASELINE = {"pos_enc": "learned", "attention": "mha", "ffn": "relu", "norm": "layernorm",
                    "placement": "pre", "dropout": "on"}
-# Config keys that say where/how a run is recorded or which repeat it is, not what is compared.
-# data.seed is a repeat like seed; debug.* is fault injection (an injected NaN is a diverged seed, not a variant).
-IGNORED_PREFIXES = ("out_dir", "device", "logger", "hydra", "seed", "data.seed", "data.cache_dir", "debug")
+# Config keys that say where/how a run is recorded, which study filed it, or which repeat it is — not what is
+# compared. data.seed is a repeat like seed; debug.* is fault injection (an injected NaN is a diverged seed).
+IGNORED_PREFIXES = ("out_dir", "device", "logger", "hydra", "seed", "data.seed", "data.cache_dir", "debug", "study",
+                    "sweep", "resume")
 PHASES_TITLE = "phases"
 
 
@@ -66,7 +67,7 @@ def _ignored(key: str) -> bool:
 
 
 def display(key: str) -> str:
-    return key[: -len(".name")] if key.endswith(".name") else key
+    return key.removesuffix(".name")
 
 
 def config_key(name: str, known: set[str]) -> str:
@@ -105,8 +106,19 @@ def label_of(ident: dict[str, str], keys: list[str]) -> str:
     return ", ".join(parts) or "all runs"
 
 
+def study_baseline(summary: dict[str, Any]) -> dict[str, str]:
+    """A study's baseline as summary.json states it: an option of the factor it varies (`baseline: mha`,
+    `varies: attention`), or assignments ({family: option}, "k=v,k2=v2", ["k=v", ...])."""
+    spec, varies = summary.get("baseline"), summary.get("varies")
+    if spec is None:
+        return {}
+    if isinstance(varies, str) and not isinstance(spec, (dict, list, tuple)) and "=" not in str(spec):
+        return {varies: str(spec)}
+    return parse_assignments(spec)
+
+
 def parse_assignments(spec: Any) -> dict[str, str]:
-    """A baseline as the studies write it: {family: option}, "k=v,k2=v2", or ["k=v", ...]."""
+    """{family: option}, "k=v,k2=v2", or ["k=v", ...] as {key: value}."""
     if isinstance(spec, dict):
         return {str(k): str(v) for k, v in spec.items()}
     items = spec if isinstance(spec, (list, tuple)) else str(spec).split(",") if spec else []
@@ -130,27 +142,62 @@ def group_runs(runs: list[Run], baseline_flags: dict[str, str] | None = None) ->
             by_study[str(study)].append(run)
         else:
             unlabelled.append(run)
-    sections = [_study_section(name, members, flags) for name, members in by_study.items()]
+    sections = [_study_section(name, members, runs, flags) for name, members in by_study.items()]
     if unlabelled:
         sections += _inferred_sections(unlabelled, flags)
     order = {name: i for i, name in enumerate((*FAMILIES, PHASES_TITLE))}
     return sorted(sections, key=lambda s: (order.get(s.study or s.title, len(order)), s.title))
 
 
-def _study_section(name: str, runs: list[Run], flags: dict[str, str]) -> Section:
+def _study_section(name: str, runs: list[Run], all_runs: list[Run], flags: dict[str, str]) -> Section:
     if any("phase" in r.summary for r in runs):
         return _phases_section(name, runs, flags)
     varies = runs[0].summary.get("varies")
     wanted = {}
     for run in runs:  # the study's own statement of its baseline, then the flags, win over DESIGN defaults
-        wanted.update(parse_assignments(run.summary.get("baseline")))
+        wanted.update(study_baseline(run.summary))
     wanted.update(flags)
-    section = _section(name, runs, wanted, study=name)
+    shared = _baseline_runs_elsewhere(runs, all_runs, varies, wanted)
+    section = _section(name, runs + shared, wanted, study=name)
+    if shared:
+        section.notes.append(f"{len(shared)} baseline run(s) filed under another study are included "
+                             f"(a study=all sweep runs each baseline job once): {', '.join(r.name for r in shared)}")
     declared = [str(v) for v in _as_list(varies)] if varies else []
     if declared and sorted(declared) != sorted(section.factors):  # the runs differ in more (or less) than declared
         section.notes.insert(0, f"study `{name}` declares it varies {', '.join(declared)}; its runs differ in "
                                 f"{', '.join(section.factors) or 'nothing but seed'}")
     return section
+
+
+def _baseline_runs_elsewhere(runs: list[Run], all_runs: list[Run], varies: Any, wanted: dict[str, str]
+                             ) -> list[Run]:
+    """Runs outside the study with exactly its baseline configuration: the study's runs' common settings, with the
+    varied factor at its baseline option."""
+    if not isinstance(varies, str):
+        return []
+    identities = [identity(r) for r in runs]
+    known = {k for ident in identities for k in ident}
+    key = config_key(varies, known)
+    option = wanted.get(varies, wanted.get(key, DESIGN_BASELINE.get(varies)))
+    if option is None:
+        return []
+    group = key.removesuffix(".name") + "." if key.endswith(".name") else None
+
+    def other_factor(k: str) -> bool:  # a setting of the varied factor itself (its option or that option's knobs)
+        return k == key or bool(group and k.startswith(group))
+
+    common = {k: v for k, v in identities[0].items()
+              if not other_factor(k) and all(ident.get(k) == v for ident in identities)}
+    members = {id(r) for r in runs}
+    shared = []
+    for run in all_runs:
+        ident = identity(run)
+        if id(run) in members or ident.get(key) != option:
+            continue
+        rest = {k for k in ident if not other_factor(k)}
+        if rest <= known and all(ident.get(k) == v for k, v in common.items()):
+            shared.append(run)
+    return shared
 
 
 def _as_list(value: Any) -> list:
@@ -168,10 +215,12 @@ def _phases_section(name: str, runs: list[Run], flags: dict[str, str]) -> Sectio
         phase_of[label] = phase
         choices.setdefault(label, identity(run))
     ordered = sorted(variants, key=lambda label: _phase_number(phase_of[label]))
-    wanted = flags.get("phase")
+    stated = next((r.summary["baseline"] for r in runs if r.summary.get("baseline") is not None), None)
+    wanted = flags.get("phase", stated)
     baseline = f"phase {wanted}" if wanted is not None else ordered[0]
     section = Section(title=name, factors=["phase"], variants={k: variants[k] for k in ordered}, study=name,
                       phases=True, choices=choices)
+    _dedupe_variants(section)
     section.baseline = baseline if baseline in variants else None
     if section.baseline is None:
         section.notes.append(f"baseline {baseline} is not among the runs: no comparison")
@@ -198,10 +247,17 @@ def _section(title: str, runs: list[Run], wanted: dict[str, str], study: str | N
         choices.setdefault(label, ident)
     section = Section(title=title, factors=[display(k) for k in keys], variants=dict(variants), study=study,
                       choices=choices)
+    _dedupe_variants(section)
     section.baseline, note = _pick_baseline(section, keys, wanted, reference)
     if note:
         section.notes.append(note)
     return section
+
+
+def _dedupe_variants(section: Section) -> None:
+    for label, runs in section.variants.items():
+        section.variants[label], notes = dedupe(runs)
+        section.notes.extend(notes)
 
 
 def _pick_baseline(section: Section, keys: list[str], wanted: dict[str, str],
@@ -217,7 +273,7 @@ def _pick_baseline(section: Section, keys: list[str], wanted: dict[str, str],
         if config_key(name, known) in known:
             target[config_key(name, known)] = value
     if not target:
-        first = sorted(section.variants)[0]
+        first = min(section.variants)
         return first, (f"no known baseline for {', '.join(section.factors)}: using {first} "
                        f"(choose with --baseline {section.factors[0]}=<option>)")
     matches = [label for label, ident in section.choices.items()
@@ -234,7 +290,7 @@ def _pick_baseline(section: Section, keys: list[str], wanted: dict[str, str],
 def _inferred_sections(runs: list[Run], flags: dict[str, str]) -> list[Section]:
     identities = [identity(r) for r in runs]
     keys = varied_keys(identities)
-    top = [k for k in keys if not _is_knob(k, keys, identities)]
+    top = [k for k in keys if not _is_knob(k, identities)]
     if len(top) <= 1:
         section = _section(display(top[0]) if top else "all runs", runs, flags)
         found = f"the varied factor ({display(top[0])}) was" if top else "nothing but the seed was"
@@ -261,7 +317,8 @@ def _inferred_sections(runs: list[Run], flags: dict[str, str]) -> list[Section]:
     return sections
 
 
-def _is_knob(key: str, keys: list[str], identities: list[dict[str, str]]) -> bool:
+def _is_knob(key: str, identities: list[dict[str, str]]) -> bool:
+    """attention.n_kv_heads is a knob of the attention option; the partition into studies goes by options."""
     parent = key.rsplit(".", 1)[0] if "." in key else None
     return bool(parent) and key != f"{parent}.name" and any(f"{parent}.name" in i for i in identities)
 
@@ -278,5 +335,5 @@ def _reference(keys: list[str], identities: list[dict[str, str]], flags: dict[st
         elif design in values:
             reference[key] = design
         else:
-            reference[key] = sorted(values.items(), key=lambda kv: (-kv[1], str(kv[0])))[0][0]
+            reference[key] = min(values.items(), key=lambda kv: (-kv[1], str(kv[0])))[0]
     return reference

@@ -125,13 +125,14 @@ def _is_run_summary(path: Path) -> bool:
     return isinstance(data, dict) and "status" in data
 
 
-def load_runs(inputs: list[str]) -> tuple[list[Run], list[str]]:
-    """The runs under the inputs, duplicates removed, and notes on what was dropped.
+def load_runs(inputs: list[str]) -> list[Run]:
+    return [read_run(d) for d in find_run_dirs(inputs)]
 
-    Two dirs with the same config_hash (which covers the seed) are the same computation run twice, e.g. a
-    failed job re-run in another sweep: only the best-status, newest copy counts, so n is not inflated.
-    """
-    runs = [read_run(d) for d in find_run_dirs(inputs)]
+
+def dedupe(runs: list[Run]) -> tuple[list[Run], list[str]]:
+    """Runs of one variant with the same config_hash (which covers the seed) are one computation recorded twice,
+    e.g. a failed job re-run in another sweep, or study=all's phase 0 and a study baseline: counting both would
+    inflate n. Keeps the best status, then the newest; says what it dropped."""
     kept: dict[Any, Run] = {}
     notes = []
     for run in runs:
@@ -139,7 +140,7 @@ def load_runs(inputs: list[str]) -> tuple[list[Run], list[str]]:
         if key in kept:
             best, dropped = sorted([kept[key], run], key=_preference)
             kept[key] = best
-            notes.append(f"{dropped.dir} duplicates {best.dir} (same config hash); using the latter")
+            notes.append(f"{dropped.dir.name} repeats {best.dir.name} (same config hash): counted once")
         else:
             kept[key] = run
     return list(kept.values()), notes

@@ -19,7 +19,7 @@ from ablate.compare import stats
 from ablate.compare.charts import variant_colours
 from ablate.compare.group import Section
 from ablate.compare.rows import VariantRow
-from ablate.compare.tables import COLUMNS, DEFINITIONS, PHASE_COLUMNS, cells, section_heading
+from ablate.compare.tables import COLUMNS, DEFINITIONS, PHASE_COLUMNS, cells, columns_for, section_heading
 
 AXIS_TITLES = {"step": "by optimizer step", "tokens": "by training tokens", "time": "by training time"}
 CURVES_CAPTION = ("Thick line: mean over completed seeds (baseline in black); shaded: the seed band; dashed: a run "
@@ -72,7 +72,8 @@ CHECK_SCRIPT = """
     document.body.setAttribute("data-render-check", JSON.stringify({charts: ids.length, empty: empty, errors: errors}));
     if (errors.length || empty.length) {
       var banner = document.getElementById("render-banner");
-      banner.textContent = "Report problem: " + errors.concat(empty.map(function (id) { return id + " has no data"; })).join("; ");
+      var problems = errors.concat(empty.map(function (id) { return id + " has no data"; }));
+      banner.textContent = "Report problem: " + problems.join("; ");
       banner.style.display = "block";
     }
   }
@@ -91,10 +92,11 @@ def _code(text: str) -> str:
 
 def _table(section: Section, rows: list[VariantRow]) -> str:
     colours = variant_colours(section)
-    columns = PHASE_COLUMNS if section.phases else COLUMNS
+    columns = columns_for(section)
     head = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
     body = []
-    verdict_at = columns.index("verdict vs phase 0" if section.phases else "verdict")
+    verdict_at = (PHASE_COLUMNS if section.phases else COLUMNS).index("verdict vs phase 0" if section.phases
+                                                                      else "verdict")
     for row in rows:
         values = [html.escape(c) for c in cells(row, section.phases)]
         values[0] = f'<span class="swatch" style="background:{colours[row.label]}"></span>{values[0]}'

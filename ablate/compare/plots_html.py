@@ -38,35 +38,35 @@ def curves_figure(charts: list[Chart], title: str) -> go.Figure:
         y_range = [math.log10(v) for v in chart.y_range] if (chart.y_range and log) else chart.y_range
         fig.update_yaxes(title_text=chart.y_label, type="log" if log else "linear",
                          range=list(y_range) if y_range else None, row=1, col=col)
-    fig.update_layout(title=dict(text=title, x=0.01), template="plotly_white", height=HEIGHT,
-                      hovermode="closest", margin=dict(l=60, r=20, t=80, b=60),
-                      legend=dict(orientation="h", yanchor="top", y=-0.2, x=0))
+    fig.update_layout(title={"text": title, "x": 0.01}, template="plotly_white", height=HEIGHT,
+                      hovermode="closest", margin={"l": 60, "r": 20, "t": 80, "b": 60},
+                      legend={"orientation": "h", "yanchor": "top", "y": -0.2, "x": 0})
     return fig
 
 
 def _traces(line: Line, show_legend: bool) -> list[go.Scatter]:
     name = f"{line.label} (baseline)" if line.baseline else line.label
-    common = dict(legendgroup=line.label, name=name, legendrank=1 if line.baseline else 1000)
+    common = {"legendgroup": line.label, "name": name, "legendrank": 1 if line.baseline else 1000}
     if line.run:  # a run that did not complete: thin dashed line, marker where it stopped
         traces = [go.Scatter(x=_list(line.x), y=_list(line.y), mode="lines", showlegend=show_legend,
-                             line=dict(color=line.colour, width=1.2, dash="dash"),
+                             line={"color": line.colour, "width": 1.2, "dash": "dash"},
                              hovertemplate=f"{line.name}<br>x %{{x}}<br>loss %{{y:.4f}}<extra></extra>", **common)]
         if line.end_x is not None and line.end_y is not None:
             traces.append(go.Scatter(
                 x=[line.end_x], y=[line.end_y], mode="markers", showlegend=False,
-                marker=dict(symbol=END_MARKERS.get(line.end, "circle"), size=12, color=line.colour,
-                            line=dict(width=1, color="black")),
+                marker={"symbol": END_MARKERS.get(line.end, "circle"), "size": 12, "color": line.colour,
+                        "line": {"width": 1, "color": "black"}},
                 hovertemplate=f"{line.run}: {line.end} at x %{{x}}<extra></extra>", **common))
         return traces
     traces = []
     if line.low is not None:
         traces.append(go.Scatter(
             x=_list(np.concatenate([line.x, line.x[::-1]])), y=_list(np.concatenate([line.high, line.low[::-1]])),
-            fill="toself", fillcolor=_rgba(line.colour, 0.18), line=dict(width=0), mode="lines",
+            fill="toself", fillcolor=_rgba(line.colour, 0.18), line={"width": 0}, mode="lines",
             hoverinfo="skip", showlegend=False, **common))
     traces.append(go.Scatter(
         x=_list(line.x), y=_list(line.y), mode="lines", showlegend=show_legend,
-        line=dict(color=line.colour, width=3.2 if line.baseline else 2),
+        line={"color": line.colour, "width": 3.2 if line.baseline else 2},
         hovertemplate=f"{line.name}<br>x %{{x}}<br>loss %{{y:.4f}}<extra></extra>", **common))
     return traces
 
@@ -77,16 +77,18 @@ def final_figure(points: list[FinalPoint], title: str) -> go.Figure:
         label = f"{point.label} (baseline)" if point.baseline else point.label
         fig.add_trace(go.Scatter(
             x=_list(np.asarray(point.values)), y=[label] * len(point.values), mode="markers", showlegend=False,
-            marker=dict(color=point.colour, size=8, opacity=0.7),
+            marker={"color": point.colour, "size": 8, "opacity": 0.7},
             hovertemplate=f"{label}: seed %{{x:.4f}}<extra></extra>"))
         fig.add_trace(go.Scatter(
-            x=[point.mean], y=[label], mode="markers", showlegend=False,
-            marker=dict(color=point.colour, size=13, symbol="diamond", line=dict(width=1, color="black")),
-            error_x=dict(type="data", array=[0.0 if math.isnan(point.std) else point.std], visible=True,
-                         color=point.colour, thickness=2, width=6),
+            x=[point.mean], y=[label], mode="markers+text" if point.note else "markers", showlegend=False,
+            text=[point.note], textposition="top center", textfont={"size": 11, "color": "#333333"},
+            marker={"color": point.colour, "size": 13, "symbol": "diamond", "line": {"width": 1, "color": "black"}},
+            error_x={"type": "data", "array": [0.0 if math.isnan(point.std) else point.std], "visible": True,
+                     "color": point.colour, "thickness": 2, "width": 6},
             hovertemplate=f"{label}: mean %{{x:.4f}}<extra></extra>"))
-    fig.update_layout(title=dict(text=title, x=0.01), template="plotly_white",
-                      height=max(260, 120 + 34 * len(points)), margin=dict(l=60, r=20, t=60, b=50),
+    fig.update_layout(title={"text": title, "x": 0.01}, template="plotly_white",
+                      height=max(260, 120 + 34 * len(points)), margin={"l": 60, "r": 20, "t": 60, "b": 50},
                       xaxis_title="final validation loss (nats/token)")
-    fig.update_yaxes(autorange="reversed", type="category")
+    # best on top (the table's order), with room above the top row for its note
+    fig.update_yaxes(type="category", range=[len(points) - 0.5, -0.8])
     return fig

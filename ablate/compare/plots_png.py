@@ -73,12 +73,16 @@ def _decorate(ax, chart: Chart) -> None:
 
 def _legend_handles(lines: list[Line]) -> list:
     handles, seen = [], set()
+    has_mean = {line.label for line in lines if not line.run}
     for line in sorted(lines, key=lambda line: not line.baseline):  # baseline first in the legend
         if line.label in seen:
             continue
         seen.add(line.label)
         name = f"{line.label} (baseline)" if line.baseline else line.label
-        handles.append(Line2D([], [], color=line.colour, lw=2.6 if line.baseline else 1.7, label=name))
+        if line.label in has_mean:
+            handles.append(Line2D([], [], color=line.colour, lw=2.6 if line.baseline else 1.7, label=name))
+        else:  # no completed seed: only its dashed single-run lines exist
+            handles.append(Line2D([], [], color=line.colour, lw=1.0, ls="--", label=f"{name}, no completed run"))
     if any(line.low is not None for line in lines):
         handles.append(Patch(color="grey", alpha=0.3, label="seed band"))
     for status in sorted({line.end for line in lines if line.run and line.end}):
@@ -88,7 +92,8 @@ def _legend_handles(lines: list[Line]) -> list:
 
 
 def final_png(points: list[FinalPoint], title: str, path: Path) -> Path:
-    """Per variant: each seed's final val loss as a dot, the mean ± std as a bar; baseline mean as a dashed line."""
+    """Per variant: each seed's final val loss as a dot, the mean ± std as a bar, the % vs baseline and verdict
+    above it; the baseline's mean as a dashed line."""
     fig = Figure(figsize=final_size_in(len(points)), dpi=DPI, layout="constrained")
     ax = fig.subplots()
     rows = np.arange(len(points))[::-1]  # the table's order, best on top
@@ -99,11 +104,14 @@ def final_png(points: list[FinalPoint], title: str, path: Path) -> Path:
                     mew=0.6, zorder=4)
         if point.baseline:
             ax.axvline(point.mean, color=point.colour, ls="--", lw=1, alpha=0.7)
+        if point.note:
+            ax.annotate(point.note, (point.mean, row), xytext=(0, 9), textcoords="offset points", ha="center",
+                        va="bottom", fontsize=9, color="#333333")
     ax.set_yticks(rows, [f"{p.label} (baseline)" if p.baseline else p.label for p in points])
     for tick, point in zip(ax.get_yticklabels(), points):
         tick.set_fontweight("bold" if point.baseline else "normal")
     ax.set_xlabel("final validation loss (nats/token)")
-    ax.set_ylim(-0.7, len(points) - 0.3)
+    ax.set_ylim(-0.6, len(points) - 0.2)  # room above the top row for its note
     ax.grid(True, axis="x", alpha=0.3)
     ax.set_title(title, fontsize=12)
     fig.savefig(path, dpi=DPI)

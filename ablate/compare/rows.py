@@ -88,17 +88,25 @@ def section_rows(section: Section) -> list[VariantRow]:
     base = next((r for r in rows if r.label == section.baseline), None)
     for row in rows:
         row.is_baseline = row is base
-        if row.is_baseline:
-            row.verdict = stats.BASELINE if row.final else stats.NO_RESULT
-        elif row.final and base is not None and base.final:
+        if not row.final:
+            row.verdict = _why_no_result(row)
+        elif row.is_baseline:
+            row.verdict = stats.BASELINE
+        elif base is not None and base.final:
             row.comparison = stats.compare(row.final, base.final)
             row.verdict = row.comparison.verdict
-        elif row.final:
+        else:
             row.verdict = "no baseline result"
     if section.phases:
         _add_phase_columns(section, rows)
         return rows  # already in phase order
     return sorted(rows, key=lambda r: (r.final_spread is None, r.final_spread.mean if r.final_spread else 0.0))
+
+
+def _why_no_result(row: VariantRow) -> str:
+    """`all diverged` / `all failed` when every run ended that way, else `no result`."""
+    statuses = set(row.statuses)
+    return f"all {statuses.pop()}" if len(statuses) == 1 and statuses <= {"diverged", "failed"} else stats.NO_RESULT
 
 
 def _add_phase_columns(section: Section, rows: list[VariantRow]) -> None:

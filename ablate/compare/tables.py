@@ -15,7 +15,7 @@ COLUMNS = ["variant", "final val loss", "best val loss", "Δ vs baseline", "% vs
            "params (total / non-emb.)", "tokens/s", "train time", "peak memory", "runs", "flags"]
 PHASE_COLUMNS = ["phase", "components", "change", "final val loss", "% vs phase 0 (cumulative)",
                  "% vs previous phase", "p vs phase 0", "verdict vs phase 0", "params (total / non-emb.)", "tokens/s",
-                 "train time", "runs", "flags"]
+                 "train time", "peak memory", "runs", "flags"]
 
 DEFINITIONS = """\
 - Statistics use completed runs only (n = their seeds); diverged, failed and running runs are counted in `runs`.
@@ -28,7 +28,19 @@ is −8.57%, the original study's "8.57% reduction").
 - verdict: `single seed — not conclusive` if either side has < 2 seeds; `within noise` if |Δ| < 2σ or p ≥ 0.05; \
 else `better` / `worse`.
 - `train time`: training seconds (evaluation excluded), mean over seeds; `peak memory`: max over seeds, where recorded.
+- `flags` (⚠, completed and running runs): val loss < 0.8 × train loss; train loss < 0.5 × val loss while val \
+stalls (< 1% better over the second half) or rises (> 2% above its best); val accuracy > 0.15 above the Fano bound \
+for its loss.
+- curves: mean over completed seeds with a min–max (or ±1 std, `--band std`) band; other runs dashed, marked where \
+they stopped.
 """
+
+
+def columns_for(section: Section) -> list[str]:
+    """Column titles; the phases table names its actual baseline phase (phase 0 unless --baseline phase=N)."""
+    if not section.phases:
+        return COLUMNS
+    return [c.replace("phase 0", section.baseline or "phase 0") for c in PHASE_COLUMNS]
 
 
 def number(value: float | None, digits: int = 4, signed: bool = False) -> str:
@@ -91,7 +103,7 @@ def cells(row: VariantRow, phases: bool = False) -> list[str]:
                 number(comparison.pct if comparison else None, 2, signed=True) + ("%" if comparison else ""),
                 number(row.pct_vs_previous, 2, signed=True) + ("%" if row.pct_vs_previous is not None else ""),
                 p_text(comparison.p_value if comparison else None), row.verdict, params, tokens,
-                duration(row.time_s), status_text(row.statuses), flags]
+                duration(row.time_s), memory(row.peak_mem_bytes), status_text(row.statuses), flags]
     return [label, spread_text(row.final_spread), spread_text(row.best_spread),
             number(comparison.delta if comparison else None, 4, signed=True),
             number(comparison.pct if comparison else None, 2, signed=True) + ("%" if comparison else ""),
@@ -110,7 +122,7 @@ def section_heading(section: Section, rows: list[VariantRow]) -> str:
 def markdown(sections: list[Section], tables: list[list[VariantRow]], header: list[str]) -> str:
     lines = ["# Comparison", "", *header, ""]
     for section, rows in zip(sections, tables):
-        columns = PHASE_COLUMNS if section.phases else COLUMNS
+        columns = columns_for(section)
         lines += [f"## {section.title}", "", section_heading(section, rows), ""]
         lines += [f"> {note}" for note in section.notes]
         if section.notes:

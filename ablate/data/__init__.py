@@ -71,12 +71,15 @@ def check_data_config(data: DictConfig, tokenizer: DictConfig, block_size: int) 
     known = sorted([*SOURCES, "mqar"])
     if data.name not in known:
         return [f"data={data.name} is not a known source; choose one of {', '.join(known)}"]
-    allowed = MQAR_KNOBS if data.name == "mqar" else \
-        [p for p in inspect.signature(SOURCES[data.name].__init__).parameters if p != "self"]
+    if data.name == "mqar":
+        allowed, common = MQAR_KNOBS, ("sampling", "seed")
+    else:
+        allowed = [p for p in inspect.signature(SOURCES[data.name].__init__).parameters if p != "self"]
+        common = COMMON_KNOBS[1:]
     for knob in _source_knobs(data):
         if knob not in allowed:
             problems.append(f"data.{knob} is not a knob of data={data.name}; its knobs are: "
-                            f"{', '.join([*COMMON_KNOBS[1:], *allowed])}")
+                            f"{', '.join([*common, *allowed])}")
     if data.get("sampling", "random") not in SAMPLERS:
         problems.append(f"data.sampling={data.sampling} is not known; choose one of {', '.join(SAMPLERS)}")
     if data.name == "mqar":
@@ -88,7 +91,8 @@ def check_data_config(data: DictConfig, tokenizer: DictConfig, block_size: int) 
     if data.get("max_bytes") is not None and int(data.max_bytes) <= 0:
         problems.append(f"data.max_bytes={data.max_bytes} must be > 0 (or null for all)")
     if data.name == "text" and not data.get("path"):
-        problems.append("data=text cannot run without data.path=<a file, a directory or a glob of .txt/.jsonl/.parquet>")
+        problems.append("data=text cannot run without data.path=<a file, a directory or a glob of "
+                        ".txt/.jsonl/.parquet>")
     if data.name in ("hf", "tinystories", "atlaset") and not data.get("dataset"):
         problems.append(f"data={data.name} cannot run without data.dataset=<a Hub id or a local path>")
     return problems

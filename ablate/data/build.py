@@ -95,8 +95,8 @@ def tokenize_corpus(out_dir: Path, source, tokenizer_cfg: DictConfig, val_fracti
         "dtype": dtype.name,
         "tokens": tokens,
         "vocab_size": encoder.tokenizer.vocab_size,
-        "documents": dict(documents),
-        "characters": dict(chars),
+        "documents": {s: documents[s] for s in SPLITS},  # a long text split in two counts in each
+        "characters": {s: chars[s] for s in SPLITS},
         "tokenizer_sample_bytes": sample_bytes if needs_training(tokenizer_cfg) else None,
         "corpus_stats": dict(source.stats),
         "build_seconds": round(time.perf_counter() - started, 3),

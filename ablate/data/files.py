@@ -1,7 +1,8 @@
 """Your own text: `data=text data.path=...` names a file, a directory or a glob of .txt / .jsonl / .parquet.
 
 A .txt file is one document (a long one holds out its tail for val, so even one file feeds both splits); a .jsonl
-line or a .parquet row is one document (its `text_field`). `format=whatsapp` reads .txt files as chat exports (see whatsapp.py).
+line or a .parquet row is one document (its `text_field`). `format=whatsapp` reads .txt files as chat exports
+(see whatsapp.py).
 Empty files, undecodable bytes, bad JSON lines and files that clean down to nothing are counted, never fatal.
 """
 
@@ -46,7 +47,8 @@ class TextCorpus:
     def __init__(self, path: str | None = None, format: str = "plain", text_field: str = "text",
                  keep_sender: bool = True, max_bytes: int | None = None):
         if not path:
-            raise DataError("data=text cannot run without data.path=<a file, a directory or a glob of .txt/.jsonl/.parquet>")
+            raise DataError("data=text cannot run without data.path=<a file, a directory or a glob of "
+                            ".txt/.jsonl/.parquet>")
         if format not in FORMATS:
             raise DataError(f"data.format={format} is not known; choose one of {', '.join(FORMATS)}")
         self.path, self.format, self.text_field = str(path), format, text_field

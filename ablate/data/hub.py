@@ -86,7 +86,8 @@ class HubCorpus:
                  splits: dict | None = None, streaming: bool = False, revision: str | None = None,
                  max_bytes: int | None = None):
         if not dataset:
-            raise DataError("data=hf cannot run without data.dataset=<a Hub id such as roneneldan/TinyStories, or a local path>")
+            raise DataError("data=hf cannot run without data.dataset=<a Hub id such as roneneldan/TinyStories, "
+                            "or a local path>")
         splits = dict(splits or {"train": "train", "val": None})
         self.dataset, self.config, self.text_field = str(dataset), config, text_field
         self.train_split, self.val_split = splits.get("train") or "train", splits.get("val")
@@ -100,8 +101,9 @@ class HubCorpus:
                     f"{self.val_split}|field={self.text_field}|max={self.max_bytes}")
         if self.local is None:  # a Hub id: its settings (pin `revision` to notice upstream changes)
             return hashlib.sha256(settings.encode()).hexdigest()[:16]
-        files = [self.local] if self.local.is_file() else sorted(p for p in self.local.rglob("*") if p.is_file())
-        return files_fingerprint(files, settings)
+        if self.local.is_file():
+            return files_fingerprint([self.local], settings, self.local.parent)
+        return files_fingerprint(sorted(p for p in self.local.rglob("*") if p.is_file()), settings, self.local)
 
     def documents(self) -> Iterator[Document]:
         # Without a val split, train rows go to val by a hash of their name; with one, each keeps its split.

@@ -25,6 +25,10 @@ def causal_attention(
     """q: (B, H, T, D); k, v: (B, H_kv, T, D) with H_kv dividing H; bias: (H, T, T) or None -> (B, H, T, D_v).
     scale: of the scores, 1/sqrt(D) unless given."""
     gqa = k.shape[1] != q.shape[1]
+    if gqa and q.device.type == "cpu":
+        # SDPA's fused CPU kernel parallelizes a GQA backward over kv heads only (MQA: one thread); copies are faster
+        k, v = (x.repeat_interleave(q.shape[1] // k.shape[1], dim=1) for x in (k, v))
+        gqa = False
     if bias is None:
         return F.scaled_dot_product_attention(
             q, k, v, dropout_p=dropout_p, is_causal=True, scale=scale, enable_gqa=gqa

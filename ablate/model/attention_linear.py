@@ -74,6 +74,11 @@ class LinearAttention(MultiHeadAttention):
         super().__init__(spec, layer)
         self.chunk_size = chunk_size
 
+    @property
+    def kv_cache_per_token(self) -> int:
+        """Nothing grows per token: generation keeps a fixed state of H·D·(D + 1) numbers (S and z) instead."""
+        return 0
+
     @classmethod
     def check(cls, spec: ModelSpec, chunk_size: int = 64) -> list[str]:
         if not isinstance(chunk_size, int) or isinstance(chunk_size, bool) or chunk_size < 1:

@@ -35,8 +35,8 @@ def mla_dims(
     qk_rope_head_dim: int | None = None,
     v_head_dim: int | None = None,
 ) -> dict[str, int]:
-    """The knobs with nulls resolved from the model size (DeepSeek-V2-Lite's proportions: latent d_model/4, nope and
-    v parts one head_dim, rope part half a head_dim rounded down to even); q_lora_rank null or 0 means no query latent."""
+    """The knobs with nulls resolved from the model size in DeepSeek-V2-Lite's proportions: latent d_model/4, nope
+    and v parts one head_dim, rope part half a head_dim (rounded down to even), no query latent (null or 0)."""
     return {
         "kv_lora_rank": kv_lora_rank if kv_lora_rank is not None else max(1, spec.d_model // 4),
         "q_lora_rank": q_lora_rank or 0,

@@ -17,8 +17,9 @@ from typing import Any
 import yaml
 from omegaconf import DictConfig, OmegaConf
 
-# Keys that say where or how a run is recorded, not what it computes: excluded from the config hash.
-_UNHASHED_KEYS = ("out_dir", "logger", "device", "resume", "study", "sweep")
+# Keys that say where or how a run is recorded (or inject test faults), not what it computes: left out of the
+# config hash, so a rerun with other logging, or without an injected fault, continues the same run.
+_UNHASHED_KEYS = ("out_dir", "logger", "device", "resume", "study", "sweep", "debug")
 
 
 def atomic_write(path: Path, text: str) -> None:

@@ -28,7 +28,7 @@ def open_in_chromium(page: Path, profile: Path) -> tuple[dict, str, str]:
     """(the page's render check, the DOM after its scripts ran, Chromium's log)."""
     profile.mkdir(parents=True, exist_ok=True)
     done = subprocess.run([CHROMIUM, *FLAGS, f"--user-data-dir={profile}", "--dump-dom", page.as_uri()],
-                          capture_output=True, text=True, timeout=120)
+                          capture_output=True, text=True, timeout=120, check=False)
     match = re.search(r'data-render-check="([^"]*)"', done.stdout)
     assert match, f"the page never finished its render check; chromium said:\n{done.stderr[-3000:]}"
     return json.loads(html.unescape(match.group(1))), done.stdout, done.stderr

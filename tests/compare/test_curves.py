@@ -51,12 +51,12 @@ def test_zoom_windows():
 def test_fit_y_uses_only_points_inside_the_window():
     x, y = np.array([0.0, 50.0, 100.0]), np.array([5.5, 4.0, 3.9])
     lo, hi = curves.fit_y([(x, y)], (50.0, 100.0), log=False)
-    assert lo < 3.9 < 4.0 < hi < 4.1
+    assert lo < 3.9 and 4.0 < hi < 4.1
 
 
 @pytest.fixture
 def section(tmp_path):
-    runs, _ = load_runs([str(attention_study(tmp_path / "sweep"))])
+    runs = load_runs([str(attention_study(tmp_path / "sweep"))])
     return group_runs(runs)[0]
 
 

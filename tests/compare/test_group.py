@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import json
+import shutil
 
-from ablate.compare.group import group_runs, varied_keys
+import pytest
+
+from ablate.compare.group import group_runs, identity, varied_keys
 from ablate.compare.load import find_run_dirs, load_runs
 from tests.compare.fake_runs import attention_study, write_run
 
 
 def sections_of(*inputs, baselines=None):
-    runs, notes = load_runs([str(i) for i in inputs])
-    return {s.title: s for s in group_runs(runs, baselines)}, notes
+    runs = load_runs([str(i) for i in inputs])
+    return {s.title: s for s in group_runs(runs, baselines)}, runs
 
 
 def test_study_info_names_the_section_and_baseline(tmp_path):
@@ -53,16 +56,16 @@ def test_knob_counts_when_it_differs_within_one_option(tmp_path):
     run = write_run(tmp_path / "b", 3.9, attention="gqa")
     config = (run / "config.yaml").read_text().replace("n_kv_heads: 2", "n_kv_heads: 1")
     (run / "config.yaml").write_text(config)
-    runs, _ = load_runs([str(tmp_path)])
-    from ablate.compare.group import identity
+    runs = load_runs([str(tmp_path)])
 
     assert varied_keys([identity(r) for r in runs]) == ["attention.n_kv_heads"]
 
 
-def test_baseline_flag_and_study_baseline_forms(tmp_path):
+@pytest.mark.parametrize("stated", ["gqa", "attention=gqa,ffn=relu", ["attention=gqa"], {"attention": "gqa"}])
+def test_baseline_flag_and_study_baseline_forms(tmp_path, stated):
     for option, value in (("mha", 4.0), ("gqa", 3.9)):
         write_run(tmp_path / option, value, attention=option,
-                  summary_extra={"study": "attention", "varies": "attention", "baseline": "attention=gqa,ffn=relu"})
+                  summary_extra={"study": "attention", "varies": "attention", "baseline": stated})
     sections, _ = sections_of(tmp_path)
     assert sections["attention"].baseline == "gqa"  # the study's own statement wins over DESIGN's mha
     sections, _ = sections_of(tmp_path, baselines={"attention": "mha"})
@@ -78,17 +81,43 @@ def test_missing_baseline_is_said_not_guessed(tmp_path):
     assert any("not among the runs" in note and "--baseline" in note for note in section.notes)
 
 
-def test_phases_are_ordered_and_compared_to_phase_0(tmp_path):
+def test_phases_are_ordered_and_compared_to_the_stated_phase(tmp_path):
     ladder = [({}, 4.8434), ({"attention": "mla"}, 4.70), ({"attention": "mla", "pos_enc": "rope"}, 4.60)]
     for phase, (choices, loss) in reversed(list(enumerate(ladder))):
-        write_run(tmp_path / f"p{phase}", loss, summary_extra={"study": "phases", "phase": phase}, **choices)
+        write_run(tmp_path / f"p{phase}", loss, **choices,
+                  summary_extra={"study": "phases", "varies": "phase", "baseline": 0, "phase": phase})
     sections, _ = sections_of(tmp_path)
     section = sections["phases"]
     assert section.phases and list(section.variants) == ["phase 0", "phase 1", "phase 2"]
     assert section.baseline == "phase 0"
+    assert sections_of(tmp_path, baselines={"phase": "1"})[0]["phases"].baseline == "phase 1"
 
 
-def test_inputs_dirs_globs_and_duplicates(tmp_path):
+def test_study_all_shares_each_baseline_run_between_studies(tmp_path):
+    """study=all runs a baseline job once, filed under one study (and phase 0 is the same computation again):
+    every study still gets its baseline, and a repeated computation counts once."""
+    pos_enc = {"study": "pos_enc", "varies": "pos_enc", "baseline": "learned"}
+    for seed in range(2):
+        write_run(tmp_path / f"base{seed}", 4.0 + 0.01 * seed, seed=seed, summary_extra=pos_enc)
+        write_run(tmp_path / f"rope{seed}", 3.9 + 0.01 * seed, seed=seed, pos_enc="rope", summary_extra=pos_enc)
+        write_run(tmp_path / f"gqa{seed}", 3.8 + 0.01 * seed, seed=seed, attention="gqa",
+                  summary_extra={"study": "attention", "varies": "attention", "baseline": "mha"})
+        write_run(tmp_path / f"p0_{seed}", 4.0 + 0.01 * seed, seed=seed,
+                  summary_extra={"study": "phases", "varies": "phase", "baseline": 0, "phase": 0})
+    # a baseline under other settings (another lr) must not be borrowed
+    lr = write_run(tmp_path / "other_lr", 4.5, summary_extra=pos_enc)
+    (lr / "config.yaml").write_text((lr / "config.yaml").read_text().replace("lr: 0.003", "lr: 0.001"))
+    sections, _ = sections_of(tmp_path)
+    attention = sections["attention"]
+    assert attention.baseline == "mha"
+    # base0/base1 and p0_0/p0_1 are the same two computations: 2 baseline seeds, not 4
+    assert sorted(r.seed for r in attention.variants["mha"]) == [0, 1]
+    assert any("filed under another study" in note for note in attention.notes)
+    assert any("counted once" in note for note in attention.notes)
+    assert "other_lr" not in {r.name for runs in attention.variants.values() for r in runs}
+
+
+def test_inputs_dirs_globs_and_reruns(tmp_path):
     sweep = attention_study(tmp_path / "sweep")
     (sweep / "0_attention=mha,seed=0" / "checkpoints").mkdir()
     (sweep / "0_attention=mha,seed=0" / "checkpoints" / "summary.json").write_text(json.dumps({"status": "x"}))
@@ -96,14 +125,13 @@ def test_inputs_dirs_globs_and_duplicates(tmp_path):
     assert len(find_run_dirs([str(sweep)])) == 10
     assert len(find_run_dirs([str(sweep / "*mqa*")])) == 4
     assert len(find_run_dirs([str(tmp_path / "**" / "summary.json")])) == 10
-    # the same job re-run elsewhere (same config hash): counted once, the completed copy kept
+    # the same job re-run elsewhere after failing (same config hash): counted once, the completed copy kept
     copy = tmp_path / "rerun" / "0_attention=mha,seed=0"
-    copy.parent.mkdir()
-    import shutil
-
     shutil.copytree(sweep / "0_attention=mha,seed=0", copy)
     summary = json.loads((copy / "summary.json").read_text())
     (copy / "summary.json").write_text(json.dumps({**summary, "status": "failed"}))
-    runs, notes = load_runs([str(sweep), str(tmp_path / "rerun")])
-    assert len(runs) == 10 and len(notes) == 1
-    assert all(r.status != "failed" for r in runs)
+    sections, runs = sections_of(sweep, tmp_path / "rerun")
+    assert len(runs) == 11
+    mha = sections["attention"].variants["mha"]
+    assert len(mha) == 3 and all(r.status == "completed" for r in mha)
+    assert any("counted once" in note for note in sections["attention"].notes)

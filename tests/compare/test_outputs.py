@@ -66,7 +66,7 @@ def test_command_end_to_end(mixed_sweep, tmp_path):
     out = tmp_path / "out"
     done = subprocess.run([sys.executable, "-m", "ablate.compare", str(mixed_sweep), "--out", str(out),
                            "--x", "step", "--zoom", "50:,3.7:4.2", "--log-y", "--smooth", "0.8"],
-                          cwd=ROOT, capture_output=True, text=True, timeout=180)
+                          cwd=ROOT, capture_output=True, text=True, timeout=180, check=False)
     assert done.returncode == 0, done.stderr
     assert "better" in done.stdout and "phase" in done.stdout
     assert sorted(p.name for p in out.glob("attention_*.png")) == ["attention_final.png", "attention_step.png"]
@@ -81,6 +81,15 @@ def test_default_out_is_inside_a_single_input_dir(tmp_path):
     write_run(tmp_path / "sweep" / "b", 3.9, attention="gqa")
     assert main([str(tmp_path / "sweep"), "--no-html", "--no-png"]) == 0
     assert sorted(p.name for p in (tmp_path / "sweep" / "compare").iterdir()) == ["summary.csv", "summary.md"]
+
+
+def test_help_lists_every_flag(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--help"])
+    assert exit_info.value.code == 0
+    text = capsys.readouterr().out
+    for flag in ("--out", "--x", "--smooth", "--zoom", "--log-y", "--band", "--baseline", "--no-html", "--no-png"):
+        assert flag in text
 
 
 def test_command_errors(tmp_path, capsys):

@@ -1,4 +1,4 @@
-"""Compatibility with run dirs the real trainer writes: two tiny CPU runs, compared."""
+"""Compatibility with run dirs the real trainer writes: two tiny CPU runs of the attention study, compared."""
 
 from __future__ import annotations
 
@@ -10,11 +10,12 @@ from ablate.compare import Options, build_report
 
 def test_compare_two_real_tiny_runs(tmp_path, tiny_overrides):
     for name, attention in (("a", "mha"), ("b", "mqa")):
-        overrides = [*tiny_overrides, f"attention={attention}"]
+        overrides = [*tiny_overrides, "train.steps_by_device.cpu=10", "+study=attention", f"attention={attention}"]
         ablate.train(ablate.compose([*overrides, f"out_dir={tmp_path / 'runs' / name}"]), overrides)
     report = build_report([str(tmp_path / "runs")], tmp_path / "out", Options(axes=("step", "time")))
 
     (section,) = report.sections
+    assert section.study == "attention"  # from summary.json, as +study= writes it
     assert section.factors == ["attention"] and section.baseline == "mha"
     rows = {r.label: r for r in report.tables[0]}
     assert set(rows) == {"mha", "mqa"}

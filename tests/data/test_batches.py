@@ -58,3 +58,11 @@ def test_val_batches_are_fixed_and_evenly_spread():
     assert all(torch.equal(p[0], q[0]) for p, q in zip(first, again))
     starts = torch.cat([x[:, 0] for x, _ in first]).tolist()
     assert starts[0] == 0 and starts[-1] == 1000 - 17 and starts == sorted(starts)
+
+
+def test_unknown_sampling_is_one_line():
+    from ablate.data import check_data_config
+    from tests.data.corpora import data_config
+
+    data, tok = data_config(["data.sampling=shuffled"])
+    assert check_data_config(data, tok, 64) == ["data.sampling=shuffled is not known; choose one of random, sequential"]

@@ -84,3 +84,11 @@ def test_sample_bytes_limits_what_the_tokenizer_learns_from(text_dir):
     assert sum(meta["characters"].values()) > 100_000  # yet the whole corpus is tokenized
     text = tokens.tokenizer.decode(np.asarray(tokens.train[:2000]))
     assert "<|endoftext|>" in text
+
+
+def test_bpe_vocab_below_the_byte_alphabet_is_rejected_in_one_line():
+    from ablate.data import check_data_config
+
+    data, tok = data_config(["tokenizer=bpe", "tokenizer.vocab_size=200"])
+    assert check_data_config(data, tok, 64) == [
+        "tokenizer.vocab_size=200 must be >= 257 (256 byte symbols + the special tokens)"]

@@ -7,7 +7,7 @@ from collections import Counter
 from ablate.data.whatsapp import clean_chat
 
 ANDROID = """\
-12/31/23, 9:40 PM - Messages and calls are end-to-end encrypted. No one outside of this chat, not even WhatsApp, can read or listen to them. Tap to learn more.
+12/31/23, 9:40 PM - Messages and calls are end-to-end encrypted. No one outside of this chat can read them.
 12/31/23, 9:40 PM - Alice created group "Family"
 12/31/23, 9:41\u202fPM - Alice: Salam! see https://example.com/x?a=1 and mail me at a.b@example.org
 this line belongs to the same message

@@ -90,8 +90,10 @@ def test_bigbird_equals_dense_with_block_mask(case, pos_enc):
 
 def test_bigbird_random_blocks_are_earlier_blocks_fixed_by_seed_and_layer():
     knobs = dict(block_size=4, num_global_blocks=1, num_window_blocks=2, num_random_blocks=3)
-    layers = {(seed, layer): build_layer(make_spec("bigbird", attention_knobs=knobs, block_size=96, seed=seed), layer)[0]
-              for seed in (0, 1) for layer in (0, 1)}
+    def bigbird(seed, layer):
+        return build_layer(make_spec("bigbird", attention_knobs=knobs, block_size=96, seed=seed), layer)[0]
+
+    layers = {(seed, layer): bigbird(seed, layer) for seed in (0, 1) for layer in (0, 1)}
     for (seed, index), layer in layers.items():
         randoms = random_blocks_of(layer, 1, 2)
         for i, chosen in enumerate(randoms):
@@ -101,8 +103,7 @@ def test_bigbird_random_blocks_are_earlier_blocks_fixed_by_seed_and_layer():
         for i in range(len(randoms)):
             listed = layer.key_blocks[i][layer.key_block_valid[i]].tolist()
             assert sorted(listed) == sorted({0} & set(range(i + 1)) | {j for j in (i - 1, i) if j >= 1} | randoms[i])
-        again = build_layer(make_spec("bigbird", attention_knobs=knobs, block_size=96, seed=seed), index)[0]
-        assert torch.equal(again.key_blocks, layer.key_blocks)
+        assert torch.equal(bigbird(seed, index).key_blocks, layer.key_blocks)
     assert not torch.equal(layers[0, 0].key_blocks, layers[0, 1].key_blocks)
     assert not torch.equal(layers[0, 0].key_blocks, layers[1, 0].key_blocks)
 
@@ -122,15 +123,18 @@ def saved_numels(layer, pos, x) -> list[int]:
     return sizes
 
 
-@pytest.mark.parametrize(
-    "attention,knobs",
-    [("local", {"window": 16}), ("bigbird", {"block_size": 16}), ("linear", {"chunk_size": 32})],
-    ids=["local", "bigbird", "linear"],
-)
-@pytest.mark.parametrize("pos_enc", ["none", "alibi"])
+EFFICIENT = [
+    ("local", {"window": 16}, "none"),
+    ("local", {"window": 16}, "alibi"),
+    ("bigbird", {"block_size": 16}, "none"),
+    ("bigbird", {"block_size": 16}, "alibi"),
+    ("linear", {"chunk_size": 32}, "none"),
+    ("linear", {"chunk_size": 32}, "rope"),
+]
+
+
+@pytest.mark.parametrize("attention,knobs,pos_enc", EFFICIENT, ids=[f"{a}-{p}" for a, _, p in EFFICIENT])
 def test_training_keeps_no_t_by_t_tensor(attention, knobs, pos_enc):
-    if attention == "linear" and pos_enc == "alibi":
-        pytest.skip("not an allowed pair")
     largest = {}
     for t in (512, 1024):
         spec = make_spec(attention, pos_enc, attention_knobs=knobs, d_model=16, n_heads=2, block_size=t)
@@ -156,8 +160,8 @@ def test_flex_attention_path_masks_match_dense(attention, knobs):
     spec = make_spec(attention, "none", attention_knobs=knobs, block_size=128)
     layer, pos = build_layer(spec)
     x = torch.randn(1, 128, spec.d_model, dtype=DTYPE)
-    q, k, v = mha_projections(layer, x)
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # "flex_attention called without torch.compile()"
+        q, k, v = mha_projections(layer, x)
         flex = layer.flex_attend(q, k, v, compiled=False).transpose(1, 2).flatten(2) @ layer.out_proj.weight.T
         torch.testing.assert_close(flex, layer(x, pos), atol=1e-9, rtol=1e-9)

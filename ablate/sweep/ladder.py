@@ -1,0 +1,190 @@
+"""The automatic "putting everything together" ladder.
+
+Runs one-factor studies in order. After each, the option with the lowest mean final val loss over seeds replaces
+the current choice only if it beats it by more than the seed noise (default: margin > 2 × pooled std, with at least
+2 seeds on each side); otherwise the current choice stays and the log says why. Every decision is written to
+ladder.json as soon as it is made, so re-running the same command picks up where it stopped (finished jobs are
+skipped by the trainer, a study already decided is not re-decided).
+
+    python -m ablate.ladder --studies attention,pos_enc,placement,ffn,dropout --seeds 0,1,2 -- model=tiny
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import subprocess
+import sys
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from statistics import mean, stdev
+from typing import Any
+
+from omegaconf import OmegaConf
+from scipy import stats
+
+from ablate.spec import FAMILIES
+from ablate.sweep.report import collect_summaries
+from ablate.sweep.sweeper import STUDY_DIR
+from ablate.track import atomic_write
+
+DEFAULT_STUDIES = ("attention", "pos_enc", "placement", "ffn", "dropout")  # the order of the original phases 1-5
+
+
+@dataclass(frozen=True)
+class NoiseRule:
+    sigmas: float = 2.0  # a switch needs margin > sigmas × pooled std
+    min_seeds: int = 2  # ... and at least this many completed seeds for both options
+
+
+@dataclass
+class Decision:
+    study: str
+    current: str
+    best: str
+    chosen: str
+    margin: float | None  # mean(current) - mean(best): positive when best has the lower loss
+    pooled_std: float | None
+    p_value: float | None  # Welch's t-test, best vs current
+    seeds: dict[str, int]  # completed seeds per option
+    means: dict[str, float]
+    reason: str
+
+
+def pooled_std(a: list[float], b: list[float]) -> float:
+    """sqrt of the two samples' variances weighted by their degrees of freedom."""
+    dof = len(a) + len(b) - 2
+    if dof <= 0:
+        return math.nan
+    var_a = stdev(a) ** 2 if len(a) > 1 else 0.0
+    var_b = stdev(b) ** 2 if len(b) > 1 else 0.0
+    return math.sqrt(((len(a) - 1) * var_a + (len(b) - 1) * var_b) / dof)
+
+
+def decide(study: str, current: str, losses: dict[str, list[float]], rule: NoiseRule) -> Decision:
+    """Pick the next choice for `study` from final val losses per option (completed runs only)."""
+    means = {option: mean(values) for option, values in losses.items() if values}
+    seeds = {option: len(values) for option, values in losses.items()}
+    if current not in means:
+        best = min(means, key=means.get) if means else current
+        return Decision(study, current, best, current, None, None, None, seeds, means,
+                        f"the current choice {current} has no completed run: keep it")
+    best = min(means, key=means.get)
+    if best == current:
+        return Decision(study, current, best, current, 0.0, None, None, seeds, means,
+                        f"{current} has the lowest mean loss: keep it")
+    a, b = losses[current], losses[best]
+    margin = means[current] - means[best]
+    spread = pooled_std(a, b)
+    p_value = float(stats.ttest_ind(b, a, equal_var=False).pvalue) if min(len(a), len(b)) > 1 else None
+    if min(len(a), len(b)) < rule.min_seeds:
+        reason = f"{best} is lower by {margin:.4f} but has fewer than {rule.min_seeds} seeds per side: keep {current}"
+        chosen = current
+    elif margin > rule.sigmas * spread:
+        reason = f"{best} beats {current} by {margin:.4f} > {rule.sigmas:g} × pooled std {spread:.4f}: switch"
+        chosen = best
+    else:
+        reason = (f"{best} is lower by {margin:.4f}, within noise ({rule.sigmas:g} × pooled std = "
+                  f"{rule.sigmas * spread:.4f}): keep {current}")
+        chosen = current
+    return Decision(study, current, best, chosen, margin, spread, p_value, seeds, means, reason)
+
+
+def final_losses(sweep_dir: Path, factor: str) -> dict[str, list[float]]:
+    losses: dict[str, list[float]] = {}
+    for summary in collect_summaries(sweep_dir):
+        option = str(summary.get(factor))
+        losses.setdefault(option, [])
+        if summary["status"] == "completed":
+            losses[option].append(float(summary["final/val_loss"]))
+    return losses
+
+
+def study_factor(study: str) -> tuple[str, list[str]]:
+    """The config group a study varies and its options, read from conf/study/<study>.yaml."""
+    spec = OmegaConf.load(STUDY_DIR / f"{study}.yaml")
+    factor = str(spec.study.varies)
+    if factor not in FAMILIES:
+        raise SystemExit(f"--studies: {study} varies {factor}, not a component group; the ladder needs one-factor "
+                         f"studies of {', '.join(FAMILIES)}")
+    return factor, str(spec.hydra.sweeper.params[factor]).split(",")
+
+
+def run_study(study: str, index: int, choices: dict[str, str], seeds: list[int], overrides: list[str],
+              ladder_dir: Path) -> Path:
+    factor, _ = study_factor(study)
+    sweep_dir = ladder_dir / f"{index}-{study}"
+    fixed = [f"{family}={option}" for family, option in choices.items() if family != factor]
+    cmd = [sys.executable, "-m", "ablate.run", "-m", f"+study={study}", f"seed={','.join(map(str, seeds))}",
+           f"study.baseline={choices[factor]}", *fixed, *overrides, f"hydra.sweep.dir={sweep_dir}"]
+    print("ladder:", " ".join(cmd[2:]), flush=True)
+    subprocess.run(cmd, check=False)  # failed jobs are recorded in their run dirs; decide on the completed ones
+    return sweep_dir
+
+
+def phase_overrides(choices: dict[str, str]) -> list[str]:
+    return [f"{family}={option}" for family, option in choices.items()]
+
+
+def phase_yaml(index: int, choices: dict[str, str], note: str) -> str:
+    lines = ["# @package _global_", f"# Ladder phase {index}: {note}", "defaults:"]
+    lines += [f"  - override /{family}: {json.dumps(option)}" for family, option in choices.items()]
+    return "\n".join(lines) + "\n"
+
+
+def run_ladder(studies: list[str], seeds: list[int], overrides: list[str], ladder_dir: Path,
+               rule: NoiseRule, start: dict[str, str]) -> dict[str, Any]:
+    ladder_dir.mkdir(parents=True, exist_ok=True)
+    log_path = ladder_dir / "ladder.json"
+    state = json.loads(log_path.read_text()) if log_path.exists() else {}
+    if state and (state["studies"] != studies or state["seeds"] != seeds or state["overrides"] != overrides):
+        raise SystemExit(f"{log_path} is a ladder with other studies, seeds or overrides; use another --dir")
+    state = state or {"studies": studies, "seeds": seeds, "overrides": overrides, "rule": asdict(rule),
+                      "start": start, "decisions": [], "phases": [phase_overrides(start)]}
+    choices = dict(state["start"])
+    for decision in state["decisions"]:
+        choices[study_factor(decision["study"])[0]] = decision["chosen"]
+    for index, study in enumerate(studies[len(state["decisions"]):], start=len(state["decisions"])):
+        factor, _ = study_factor(study)
+        sweep_dir = run_study(study, index, choices, seeds, overrides, ladder_dir)
+        decision = decide(study, choices[factor], final_losses(sweep_dir, factor), rule)
+        print(f"ladder: {study}: {decision.reason}", flush=True)
+        choices[factor] = decision.chosen
+        state["decisions"].append(asdict(decision))
+        state["phases"].append(phase_overrides(choices))
+        atomic_write(log_path, json.dumps(state, indent=2))
+    for index, phase in enumerate(state["phases"]):
+        note = "start" if index == 0 else state["decisions"][index - 1]["reason"]
+        atomic_write(ladder_dir / "phases" / f"{index}.yaml",
+                     phase_yaml(index, dict(o.split("=", 1) for o in phase), note))
+    atomic_write(log_path, json.dumps(state, indent=2))
+    return state
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m ablate.ladder", description=__doc__.split("\n\n")[1])
+    parser.add_argument("--studies", default=",".join(DEFAULT_STUDIES), help="comma-separated, in order")
+    parser.add_argument("--seeds", default="0,1,2", help="comma-separated seeds run for every option")
+    parser.add_argument("--dir", default="multirun/ladder", help="where the studies' runs and ladder.json go")
+    parser.add_argument("--sigmas", type=float, default=NoiseRule.sigmas, help="switch needs margin > N × pooled std")
+    parser.add_argument("--min-seeds", type=int, default=NoiseRule.min_seeds, help="completed seeds needed per side")
+    parser.add_argument("overrides", nargs="*", help="Hydra overrides for every job (after --)")
+    args = parser.parse_args(argv)
+    studies = [s for s in args.studies.split(",") if s]
+    for study in studies:
+        if not (STUDY_DIR / f"{study}.yaml").exists():
+            parser.error(f"--studies: no study named {study}; choose from "
+                         f"{', '.join(sorted(p.stem for p in STUDY_DIR.glob('*.yaml')))}")
+        study_factor(study)
+    from ablate import compose
+
+    base = compose(args.overrides)
+    start = {family: str(base[family].name) for family in FAMILIES}
+    state = run_ladder(studies, [int(s) for s in args.seeds.split(",")], args.overrides, Path(args.dir),
+                       NoiseRule(args.sigmas, args.min_seeds), start)
+    print(f"ladder: final choices {' '.join(state['phases'][-1])}; decisions and phases in {args.dir}")
+
+
+if __name__ == "__main__":
+    main()

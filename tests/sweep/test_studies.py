@@ -1,0 +1,96 @@
+"""Studies compose and expand to the expected jobs; a tiny study runs for real; rerunning it skips every job."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+import ablate
+from ablate.sweep.plan import plan
+
+STUDY_OPTIONS = {
+    "pos_enc": ["learned", "none", "sinusoidal", "relative", "rope", "alibi"],
+    "attention": ["mha", "mqa", "gqa", "local", "linear", "bigbird", "mla"],
+    "ffn": ["relu", "gelu", "swiglu", "silu", "geglu"],
+    "norm": ["layernorm", "rmsnorm"],
+    "placement": ["pre", "post"],
+    "dropout": ["on", "off"],
+}
+PHASES = [  # DESIGN.md: each phase adds one winner
+    dict(pos_enc="learned", attention="mha", ffn="relu", placement="pre", norm="layernorm", dropout="on"),
+    dict(pos_enc="learned", attention="mla", ffn="relu", placement="pre", norm="layernorm", dropout="on"),
+    dict(pos_enc="rope", attention="mla", ffn="relu", placement="pre", norm="layernorm", dropout="on"),
+    dict(pos_enc="rope", attention="mla", ffn="relu", placement="post", norm="layernorm", dropout="on"),
+    dict(pos_enc="rope", attention="mla", ffn="swiglu", placement="post", norm="layernorm", dropout="on"),
+    dict(pos_enc="rope", attention="mla", ffn="swiglu", placement="post", norm="layernorm", dropout="off"),
+]
+ENV = {**os.environ, "WANDB_MODE": "offline", "COLUMNS": "160"}
+TINY = ["model=tiny", "train=smoke", "data.max_bytes=3000000", "device=cpu", "logger=none"]
+
+
+@pytest.mark.parametrize("study", sorted(STUDY_OPTIONS))
+def test_study_expands_to_its_options_times_seeds(study):
+    jobs = plan([f"+study={study}", "seed=0,1,2"])
+    assert len(jobs) == len(STUDY_OPTIONS[study]) * 3
+    assert sorted({o for job in jobs for o in job if o.startswith(f"{study}=")}) == sorted(
+        f"{study}={option}" for option in STUDY_OPTIONS[study])
+    cfg = ablate.compose([f"+study={study}", jobs[-1][0]])
+    assert cfg.study.name == study and cfg.study.varies == study
+
+
+@pytest.mark.parametrize("phase", range(6))
+def test_phases_are_the_design_ladder(phase):
+    cfg = ablate.compose(["+study=phases", f"+phase=p{phase}"])
+    assert {family: cfg[family].name for family in PHASES[phase]} == PHASES[phase]
+    assert cfg.study.phase == phase and cfg.study.name == "phases"
+
+
+def test_study_all_is_the_union_of_studies_and_phases():
+    jobs = plan(["+study=all", "seed=0,1"])
+    assert len(jobs) == 2 * (sum(len(v) for v in STUDY_OPTIONS.values()) + len(PHASES))
+    assert ["attention=mla", "study.name=attention", "study.varies=attention", "study.baseline=mha", "+study=all",
+            "seed=1"] in jobs
+    cfg = ablate.compose(["+study=all", "attention=mla", "study.name=attention", "study.varies=attention"])
+    assert cfg.attention.name == "mla" and cfg.study.varies == "attention"
+
+
+def test_tiny_study_runs_then_rerun_skips_everything(tmp_path):
+    cmd = [sys.executable, "-m", "ablate.run", "-m", "+study=ffn", "seed=0,1", *TINY, f"hydra.sweep.dir={tmp_path}"]
+    first = subprocess.run(cmd, capture_output=True, text=True, env=ENV, timeout=600)
+    assert first.returncode == 0, first.stderr[-3000:]
+    rows = json.loads((tmp_path / "sweep.json").read_text())
+    assert len(rows) == 10 and all(r["status"] == "completed" for r in rows)
+    assert {(r["ffn"], r["seed"]) for r in rows} == {(o, s) for o in STUDY_OPTIONS["ffn"] for s in (0, 1)}
+    assert all(r["study"] == "ffn" and r["varies"] == "ffn" and r["baseline"] == "relu" for r in rows)
+    assert "seed" in first.stdout and "10 jobs" in first.stdout
+
+    stamps = {p: p.stat().st_mtime_ns for p in tmp_path.glob("*/metrics.jsonl")}
+    second = subprocess.run(cmd, capture_output=True, text=True, env=ENV, timeout=600)
+    assert second.returncode == 0
+    assert (second.stdout + second.stderr).count("already completed") == 10
+    assert stamps == {p: p.stat().st_mtime_ns for p in tmp_path.glob("*/metrics.jsonl")}
+
+
+def test_nan_and_exception_jobs_are_recorded_while_others_complete(tmp_path):
+    cmd = [sys.executable, "-m", "ablate.run", "-m", "debug.nan_at_step=null,5", "debug.raise_at_step=null,3", *TINY,
+           f"hydra.sweep.dir={tmp_path}"]
+    result = subprocess.run(cmd, capture_output=True, text=True, env=ENV, timeout=600)
+    assert result.returncode == 1  # some job failed: reported at the end, after every job ran
+    rows = json.loads((tmp_path / "sweep.json").read_text())
+    assert [r["status"] for r in rows] == ["completed", "failed", "diverged", "failed"]
+    assert rows[2]["diverged_at_step"] == 5
+    for row in rows:
+        assert (os.path.exists(os.path.join(row["run_dir"], "error.txt"))) == (row["status"] == "failed")
+
+
+def test_fail_fast_stops_at_the_first_failure(tmp_path):
+    cmd = [sys.executable, "-m", "ablate.run", "-m", "debug.raise_at_step=2,null", "sweep.fail_fast=true", *TINY,
+           f"hydra.sweep.dir={tmp_path}"]
+    result = subprocess.run(cmd, capture_output=True, text=True, env=ENV, timeout=600)
+    assert result.returncode != 0
+    statuses = [json.loads(p.read_text())["status"] for p in tmp_path.glob("*/summary.json")]
+    assert statuses == ["failed"]
