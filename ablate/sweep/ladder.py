@@ -18,12 +18,12 @@ import subprocess
 import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from statistics import mean, stdev
+from statistics import mean
 from typing import Any
 
 from omegaconf import OmegaConf
-from scipy import stats
 
+from ablate.compare.stats import pooled_std, welch_p
 from ablate.spec import FAMILIES
 from ablate.sweep.report import collect_summaries
 from ablate.sweep.sweeper import STUDY_DIR
@@ -45,21 +45,11 @@ class Decision:
     best: str
     chosen: str
     margin: float | None  # mean(current) - mean(best): positive when best has the lower loss
-    pooled_std: float | None
+    pooled_std: float | None  # of the two options' losses, as in the comparison report (ablate.compare.stats)
     p_value: float | None  # Welch's t-test, best vs current
     seeds: dict[str, int]  # completed seeds per option
     means: dict[str, float]
     reason: str
-
-
-def pooled_std(a: list[float], b: list[float]) -> float:
-    """sqrt of the two samples' variances weighted by their degrees of freedom."""
-    dof = len(a) + len(b) - 2
-    if dof <= 0:
-        return math.nan
-    var_a = stdev(a) ** 2 if len(a) > 1 else 0.0
-    var_b = stdev(b) ** 2 if len(b) > 1 else 0.0
-    return math.sqrt(((len(a) - 1) * var_a + (len(b) - 1) * var_b) / dof)
 
 
 def decide(study: str, current: str, losses: dict[str, list[float]], rule: NoiseRule) -> Decision:
@@ -76,8 +66,8 @@ def decide(study: str, current: str, losses: dict[str, list[float]], rule: Noise
                         f"{current} has the lowest mean loss: keep it")
     a, b = losses[current], losses[best]
     margin = means[current] - means[best]
-    spread = pooled_std(a, b)
-    p_value = float(stats.ttest_ind(b, a, equal_var=False).pvalue) if min(len(a), len(b)) > 1 else None
+    spread = pooled_std(a, b) if min(len(a), len(b)) > 1 else math.nan
+    p_value = welch_p(b, a) if min(len(a), len(b)) > 1 else None
     if min(len(a), len(b)) < rule.min_seeds:
         reason = f"{best} is lower by {margin:.4f} but has fewer than {rule.min_seeds} seeds per side: keep {current}"
         chosen = current
@@ -88,7 +78,8 @@ def decide(study: str, current: str, losses: dict[str, list[float]], rule: Noise
         reason = (f"{best} is lower by {margin:.4f}, within noise ({rule.sigmas:g} × pooled std = "
                   f"{rule.sigmas * spread:.4f}): keep {current}")
         chosen = current
-    return Decision(study, current, best, chosen, margin, spread, p_value, seeds, means, reason)
+    return Decision(study, current, best, chosen, margin, None if math.isnan(spread) else spread, p_value, seeds,
+                    means, reason)
 
 
 def final_losses(sweep_dir: Path, factor: str) -> dict[str, list[float]]:

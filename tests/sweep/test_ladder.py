@@ -10,7 +10,8 @@ import statistics
 import pytest
 from scipy import stats
 
-from ablate.sweep.ladder import NoiseRule, decide, main, pooled_std
+from ablate.compare.stats import pooled_std
+from ablate.sweep.ladder import NoiseRule, decide, main
 
 RULE = NoiseRule(sigmas=2.0, min_seeds=2)
 
