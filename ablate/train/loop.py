@@ -103,6 +103,18 @@ def throughput(tokens: int, seconds: float) -> float:
     return tokens / seconds if seconds > 0 else 0.0
 
 
+def logger_settings(cfg: DictConfig) -> dict[str, Any]:
+    """The logger config, with a study's identity as W&B group / job_type / tags unless set explicitly."""
+    settings = OmegaConf.to_container(cfg.logger, resolve=True)
+    info = study_info(cfg)
+    if info.get("study"):
+        settings["group"] = settings.get("group") or f"study-{info['study']}"
+        settings["job_type"] = settings.get("job_type") or str(info["study"])
+        settings["tags"] = [*settings.get("tags", []), *(f"{k}:{info[k]}" for k in ("study", "varies", "baseline", "phase")
+                                                          if info.get(k) is not None)]
+    return settings
+
+
 def default_run_dir() -> Path:
     return Path("outputs") / datetime.now().strftime("%Y-%m-%d") / datetime.now().strftime("%H-%M-%S-%f")
 
@@ -143,7 +155,7 @@ def train(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, Any]
     try:
         mspec, tspec = validate(cfg)
         logger = make_logger(
-            OmegaConf.to_container(cfg.logger, resolve=True),
+            logger_settings(cfg),
             str(run_dir),
             run_name(overrides),
             wandb_config(cfg),
@@ -171,6 +183,8 @@ def _run(
     resume: dict[str, Any] | None,
 ) -> None:
     device = pick_device(str(cfg.device))
+    if device.startswith("cuda"):
+        torch.cuda.reset_peak_memory_stats(torch.device(device))  # the previous job of a multirun is not ours
     torch.manual_seed(int(cfg.seed))
     data = load_tokens(cfg.data, cfg.tokenizer, mspec.block_size)
     log.info("data: %d train / %d val tokens (%s cache at %s)", len(data.train), len(data.val),
@@ -277,6 +291,8 @@ def _run(
                 checkpoint(step, tokens, train_time)
             progress.update(task, completed=step)
 
+    if device.startswith("cuda"):
+        summary["perf/peak_mem_bytes"] = torch.cuda.max_memory_allocated(torch.device(device))
     summary.update({"steps": step if summary["status"] != "diverged" else step - 1, "tokens": tokens,
                     "time_s": train_time, "perf/tokens_per_s": throughput(tokens - warmup_tokens, train_time - warmup_time)})
     if summary["status"] == "diverged":
