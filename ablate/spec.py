@@ -175,7 +175,8 @@ def _check_model(spec: ModelSpec) -> list[str]:
         unknown = [knob for knob in choice.knobs if knob not in allowed]
         for knob in unknown:
             problems.append(
-                f"{family}.{knob} is not a knob of {family}={choice.name}; its knobs are: {', '.join(allowed) or 'none'}"
+                f"{family}.{knob} is not a knob of {family}={choice.name}; "
+                f"its knobs are: {', '.join(allowed) or 'none'}"
             )
         if hasattr(cls, "check") and not unknown:
             problems += cls.check(spec, **choice.knobs)

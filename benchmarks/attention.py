@@ -109,7 +109,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--lengths", type=int, nargs="+", default=[512, 1024, 2048, 4096, 8192])
     parser.add_argument("--variants", nargs="+", default=VARIANTS)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory subprocesses")
     parser.add_argument("--peak-of", nargs=2, metavar=("VARIANT", "T"), help=argparse.SUPPRESS)
@@ -122,7 +122,8 @@ def main() -> None:
     logging.getLogger("ablate").setLevel(logging.ERROR)  # local/bigbird's "equals dense" notes at small T
     torch.set_num_threads(args.threads)
     variants = ["mha"] + [v for v in args.variants if v != "mha"]
-    print(f"torch {torch.__version__}, {args.threads} threads, best of {args.repeats}; ratios vs mha at the same T\n")
+    print(f"torch {torch.__version__}, {args.threads} threads, best of {args.repeats}; ratios vs mha at the same T; "
+          f"load average at start {os.getloadavg()[0]:.1f} (other processes competing for the cores)\n")
     print("| T | variant | wall ms | × mha | cpu ms | × mha | peak MiB | × mha |")
     print("|---:|---|---:|---:|---:|---:|---:|---:|")
     for t in args.lengths:
@@ -135,6 +136,7 @@ def main() -> None:
             wall_cols = f"{wall * 1e3:.0f} | {wall / mha_wall:.2f}"
             print(f"| {t} | {v} | {wall_cols} | {cpu * 1e3:.0f} | {cpu / mha_cpu:.2f} | {mem} |")
         sys.stdout.flush()
+    print(f"\nload average at end {os.getloadavg()[0]:.1f}")
 
 
 if __name__ == "__main__":

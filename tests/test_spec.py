@@ -33,7 +33,8 @@ def test_every_option_composes_and_validates(group, option):
 @pytest.mark.parametrize(
     "overrides,message",
     [
-        (["attention=gqa", "attention.n_kv_heads=3"], "attention.n_kv_heads=3 must divide model.n_heads=8; use one of [1, 2, 4, 8]"),
+        (["attention=gqa", "attention.n_kv_heads=3"],
+         "attention.n_kv_heads=3 must divide model.n_heads=8; use one of [1, 2, 4, 8]"),
         (["model.n_heads=6"], "model.d_model=256 must be divisible by model.n_heads=6"),
         (["pos_enc=rope", "model.d_model=24", "model.n_heads=8"], "pos_enc=rope needs an even head dim"),
         (["dropout.p=1.5"], "dropout.p=1.5 must be in [0, 1)"),

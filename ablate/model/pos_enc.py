@@ -38,6 +38,8 @@ class PositionalEncoding(nn.Module):
 
     def score_bias(self, layer: int, t: int, device: torch.device) -> torch.Tensor | None:
         """An additive (H, T, T) bias for layer `layer`'s attention scores, or None."""
+        if self.acts_on != "bias":  # skip building a T×T offset matrix for nothing
+            return None
         position = torch.arange(t, device=device)
         return self.offset_bias(layer, position[:, None] - position[None, :])
 

@@ -110,8 +110,8 @@ def logger_settings(cfg: DictConfig) -> dict[str, Any]:
     if info.get("study"):
         settings["group"] = settings.get("group") or f"study-{info['study']}"
         settings["job_type"] = settings.get("job_type") or str(info["study"])
-        settings["tags"] = [*settings.get("tags", []), *(f"{k}:{info[k]}" for k in ("study", "varies", "baseline", "phase")
-                                                          if info.get(k) is not None)]
+        identity = (f"{k}:{info[k]}" for k in ("study", "varies", "baseline", "phase") if info.get(k) is not None)
+        settings["tags"] = [*settings.get("tags", []), *identity]
     return settings
 
 
@@ -130,10 +130,10 @@ def train(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, Any]
     files = RunFiles(run_dir)
     digest = config_hash(cfg)
     previous = files.read_summary()
-    if cfg.get("resume", True) and previous and previous.get("config_hash") == digest:
-        if previous["status"] in FINISHED:
-            log.info("%s: already %s in %s; skipped", previous.get("overrides"), previous["status"], run_dir)
-            return previous
+    same_run = cfg.get("resume", True) and previous and previous.get("config_hash") == digest
+    if same_run and previous["status"] in FINISHED:
+        log.info("%s: already %s in %s; skipped", previous.get("overrides"), previous["status"], run_dir)
+        return previous
     resume = resumable_state(files, digest) if cfg.get("resume", True) else None
     if resume is None:
         files.clear()
@@ -294,7 +294,8 @@ def _run(
     if device.startswith("cuda"):
         summary["perf/peak_mem_bytes"] = torch.cuda.max_memory_allocated(torch.device(device))
     summary.update({"steps": step if summary["status"] != "diverged" else step - 1, "tokens": tokens,
-                    "time_s": train_time, "perf/tokens_per_s": throughput(tokens - warmup_tokens, train_time - warmup_time)})
+                    "time_s": train_time,
+                    "perf/tokens_per_s": throughput(tokens - warmup_tokens, train_time - warmup_time)})
     if summary["status"] == "diverged":
         files.write_summary(summary)
         return

@@ -113,11 +113,11 @@ SPARSE_AT_TINY = {
 }
 
 
-def allowed_pairs(attentions=None, pos_encs=None) -> list[tuple[str, str]]:
+def allowed_pairs() -> list[tuple[str, str]]:
     """(pos_enc, attention) pairs that spec validation accepts, from the classes' own declarations."""
     pairs = []
-    for pe in pos_encs or REGISTRIES["pos_enc"].names():
-        for at in attentions or REGISTRIES["attention"].names():
+    for pe in REGISTRIES["pos_enc"].names():
+        for at in REGISTRIES["attention"].names():
             if REGISTRIES["pos_enc"].get(pe).acts_on in REGISTRIES["attention"].get(at).supports:
                 pairs.append((pe, at))
     return pairs
