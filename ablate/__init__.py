@@ -13,10 +13,6 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-# Loaded before `train` below is defined: importing the subpackage ablate.train binds the attribute `ablate.train`
-# to the module, and the API function must win that name.
-import ablate.train.loop as _loop
-
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 
 __all__ = ["compose", "build_model", "train", "load_run", "CONF_DIR"]
@@ -39,7 +35,9 @@ def build_model(cfg: DictConfig):
 
 
 def train(cfg: DictConfig, overrides: list[str] | None = None) -> dict:
-    return _loop.train(cfg, overrides)
+    from ablate.training import train as _train
+
+    return _train(cfg, overrides)
 
 
 def load_run(path):

@@ -11,7 +11,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, open_dict
 
 from ablate.spec import SpecError
-from ablate.train import train
+from ablate.training import train
 
 log = logging.getLogger("ablate")
 

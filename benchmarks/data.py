@@ -31,7 +31,7 @@ from ablate.data.corpus import StdlibCorpus, take_bytes  # noqa: E402
 from ablate.data.tokenizer import BpeTokenizer, ByteTokenizer  # noqa: E402
 from ablate.model import TransformerLM  # noqa: E402
 from ablate.spec import validate  # noqa: E402
-from ablate.train.optim import make_optimizer  # noqa: E402
+from ablate.training.optim import make_optimizer  # noqa: E402
 
 
 def stdlib_texts(mb: float) -> list[str]:

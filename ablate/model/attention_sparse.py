@@ -1,7 +1,7 @@
 """Sparse causal attention: a sliding window (`local`) and BigBird's global + window + random blocks (`bigbird`).
 
 Both exist to avoid the T×T score matrix, so neither forms it. Queries are cut into blocks; each block attends only
-to the key blocks it may see, gathered next to it, in one batched SDPA call with a small per-block mask, so memory is
+to the key blocks it may see, gathered next to it, in batched SDPA calls with a small per-block mask, so memory is
 O(T · keys per query). On CUDA, when there is no score bias and no attention dropout, they run PyTorch's flex
 attention with a block mask built once per sequence length instead (flex has neither dropout nor a cheap way to
 differentiate through learned biases, so those cases stay on the blockwise path, which is correct on any device).

@@ -1,4 +1,4 @@
-"""Run directories written the way the trainer writes them (ablate/train/loop.py), with constructed curves:
+"""Run directories written the way the trainer writes them (ablate/training/loop.py), with constructed curves:
 the comparison is tested on known numbers without training anything."""
 
 from __future__ import annotations

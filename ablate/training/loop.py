@@ -22,11 +22,11 @@ from ablate.data import load_tokens
 from ablate.model import TransformerLM, count_parameters, flops_per_token
 from ablate.spec import FAMILIES, ModelSpec, TrainSpec, validate
 from ablate.track import RunFiles, config_hash, make_logger
-from ablate.train.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
-from ablate.train.device import autocast, peak_flops, pick_device
-from ablate.train.optim import lr_at, make_optimizer
-from ablate.train.progress import progress_bar
-from ablate.train.sample import generate
+from ablate.training.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from ablate.training.device import autocast, peak_flops, pick_device
+from ablate.training.optim import lr_at, make_optimizer
+from ablate.training.progress import progress_bar
+from ablate.training.sample import generate
 
 log = logging.getLogger(__name__)
 
@@ -200,7 +200,6 @@ def _run(
     batches = data.train_batches(tspec.batch_size, mspec.block_size)  # data.sampling and data.seed decide the order
     val_batches = data.val_batches(tspec.eval_batches, tspec.batch_size, mspec.block_size)
     total_steps = tspec.total_steps(device, mspec.block_size)
-    tokens_per_step = tspec.batch_size * mspec.block_size
     peak = peak_flops(device)
     log.info("%s: %d params (%d non-embedding), %d steps on %s -> %s",
              summary["overrides"], params["total"], params["non_embedding"], total_steps, device, files.dir)
@@ -268,7 +267,7 @@ def _run(
                 break
             optimizer.step()
             train_time += time.perf_counter() - tic
-            tokens += tokens_per_step
+            tokens += x.numel()  # batch × sequence length (MQAR sequences may be shorter than block_size)
             losses.append(loss_value)
 
             if step == start + 1:  # the first step pays one-time costs (allocator, kernels, compile): not throughput

@@ -9,8 +9,8 @@ from torch import nn
 
 import ablate
 from ablate.spec import train_spec
-from ablate.train.optim import lr_at, parameter_groups
-from ablate.train.sample import generate, top_p_filter
+from ablate.training.optim import lr_at, parameter_groups
+from ablate.training.sample import generate, top_p_filter
 
 
 def test_no_weight_decay_on_norms_biases_embeddings():

@@ -1,3 +1,0 @@
-from ablate.train.loop import train
-
-__all__ = ["train"]

@@ -1,0 +1,3 @@
+from ablate.training.loop import train
+
+__all__ = ["train"]
