@@ -1,6 +1,6 @@
 """Seed statistics and the verdict of a variant against its baseline.
 
-Definitions (also in docs/compare.md):
+Definitions (also in the README, "Compare runs"):
 - spread: mean and sample standard deviation (ddof=1) of the per-seed final val losses, n = seeds.
 - Δ = mean(variant) − mean(baseline); % change = 100 · Δ / mean(baseline) (negative = lower loss).
 - σ = pooled standard deviation of the two groups' final val losses,

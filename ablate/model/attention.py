@@ -51,6 +51,15 @@ class Attention(nn.Module):
         self.layer = layer
         self.dropout_p = spec.dropout
 
+    def keys_per_query(self, t: int) -> int:
+        """How many keys one query is scored against in a length-t sequence (no causal discount, as in PaLM)."""
+        return t
+
+    def context_flops(self, t: int) -> int:
+        """Forward FLOPs per token of the score and value products (the projections are counted in 6·N):
+        2 per multiply-add, over the keys a query sees (PaLM, appendix B)."""
+        return 2 * self.keys_per_query(t) * self.n_heads * (self.qk_head_dim + self.v_head_dim)
+
     @property
     def attn_dropout(self) -> float:
         """Dropout on attention weights: only while training."""
@@ -64,6 +73,7 @@ class GroupedQueryAttention(Attention):
     def __init__(self, spec: ModelSpec, layer: int, n_kv_heads: int = 2):
         super().__init__(spec, layer)
         self.n_heads, self.n_kv_heads, self.head_dim = spec.n_heads, n_kv_heads, spec.head_dim
+        self.qk_head_dim = self.v_head_dim = spec.head_dim
         self.q_proj = nn.Linear(spec.d_model, spec.n_heads * spec.head_dim, bias=spec.bias)
         self.kv_proj = nn.Linear(spec.d_model, 2 * n_kv_heads * spec.head_dim, bias=spec.bias)
         self.out_proj = nn.Linear(spec.n_heads * spec.head_dim, spec.d_model, bias=spec.bias)

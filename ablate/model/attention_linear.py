@@ -79,6 +79,10 @@ class LinearAttention(MultiHeadAttention):
         """Nothing grows per token: generation keeps a fixed state of H·D·(D + 1) numbers (S and z) instead."""
         return 0
 
+    def context_flops(self, t: int) -> int:
+        """Per token and head: add k⊗v and k to the running state, read it with q (D·(D_v + 1) each), in any t."""
+        return 2 * 2 * self.n_heads * self.qk_head_dim * (self.v_head_dim + 1)
+
     @classmethod
     def check(cls, spec: ModelSpec, chunk_size: int = 64) -> list[str]:
         if not isinstance(chunk_size, int) or isinstance(chunk_size, bool) or chunk_size < 1:

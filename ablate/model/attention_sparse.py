@@ -104,6 +104,9 @@ class LocalAttention(_SparseAttention):
             )
         return []
 
+    def keys_per_query(self, t: int) -> int:
+        return min(self.window, t)
+
     def mask_mod(self, t: int, device: torch.device):
         window = self.window
         return lambda b, h, q_idx, kv_idx: (kv_idx <= q_idx) & (q_idx - kv_idx < window)
@@ -215,6 +218,9 @@ class BigBirdAttention(_SparseAttention):
                 spec.block_size,
             )
         return problems
+
+    def keys_per_query(self, t: int) -> int:
+        return min(self.key_blocks.shape[1] * self.block, t)
 
     def block_pattern(self, n: int) -> torch.Tensor:
         """(n, n) bool: query block i may attend key block j (before the token-level causal mask)."""

@@ -70,6 +70,7 @@ class MultiHeadLatentAttention(Attention):
         self.kv_lora_rank, self.q_lora_rank = dims["kv_lora_rank"], dims["q_lora_rank"]
         self.nope, self.rope, self.v_dim = dims["qk_nope_head_dim"], dims["qk_rope_head_dim"], dims["v_head_dim"]
         self.n_heads = h = spec.n_heads
+        self.qk_head_dim, self.v_head_dim = self.nope + self.rope, self.v_dim
         d, bias = spec.d_model, spec.bias
 
         q_width = h * (self.nope + self.rope)

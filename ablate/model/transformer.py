@@ -100,8 +100,9 @@ def count_parameters(model: nn.Module) -> dict[str, int]:
 
 
 def flops_per_token(model: TransformerLM) -> int:
-    """Training FLOPs per token: 6·N (forward + backward matmuls of the non-embedding parameters, plus the head
-    when untied) + 6·n_layers·block_size·d_model for the attention scores (Kaplan et al., 2020; PaLM appendix B)."""
+    """Training FLOPs per token at full context: 3 × forward (backward costs twice the forward), where forward =
+    2·N for the matmuls of the non-embedding parameters and the head, plus each layer's score and value products
+    (`context_flops`: dense 4·T·d, fewer for sparse and linear variants) (PaLM, appendix B)."""
     spec = model.spec
     n = count_parameters(model)["non_embedding"] + spec.vocab_size * spec.d_model  # the head matmul
-    return 6 * n + 6 * spec.n_layers * spec.block_size * spec.d_model
+    return 6 * n + 3 * sum(block.attn.context_flops(spec.block_size) for block in model.blocks)
