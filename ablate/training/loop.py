@@ -157,7 +157,7 @@ def train(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, Any]
         logger = make_logger(
             logger_settings(cfg),
             str(run_dir),
-            run_name(overrides),
+            cfg.logger.get("run_name") or run_name(overrides),
             wandb_config(cfg),
             run_id=summary.get("wandb_id"),
         )
