@@ -16,8 +16,15 @@ from omegaconf import DictConfig
 
 from ablate.data.cache import SPLITS, TokenWriter, token_dtype
 from ablate.data.corpus import DataError, split_document
-from ablate.data.tokenizer import (TOKENIZER_FILE, ByteTokenizer, load_tokenizer, needs_training, sample_limit,
-                                   train_tokenizer, vocab_size_for)
+from ablate.data.tokenizer import (
+    TOKENIZER_FILE,
+    ByteTokenizer,
+    load_tokenizer,
+    needs_training,
+    sample_limit,
+    train_tokenizer,
+    vocab_size_for,
+)
 
 BATCH_CHARS = 1_000_000  # texts per encode call: enough to keep all cores busy, little memory
 

@@ -55,7 +55,7 @@ _UNNAMED = ("logger", "out_dir", "device", "hydra", "study", "sweep", "resume")
 def run_name(overrides: list[str]) -> str:
     """The W&B run name: the job's overrides, sorted, e.g. `attention=gqa,pos_enc=rope,seed=1`."""
     kept = (o.lstrip("+~") for o in overrides)
-    return ",".join(sorted(o for o in kept if not o.split("=")[0].split(".")[0] in _UNNAMED)) or "defaults"
+    return ",".join(sorted(o for o in kept if o.split("=")[0].split(".")[0] not in _UNNAMED)) or "defaults"
 
 
 @torch.no_grad()

@@ -10,7 +10,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import pytest
 
 import ablate.data
 from ablate.data import load_tokens
