@@ -17,7 +17,7 @@ log = logging.getLogger("ablate")
 
 
 @hydra.main(config_path="../conf", config_name="config", version_base="1.3")
-def main(cfg: DictConfig) -> dict | None:
+def main(cfg: DictConfig) -> float | None:
     hydra_cfg = HydraConfig.get()
     with open_dict(cfg):
         cfg.out_dir = hydra_cfg.runtime.output_dir
@@ -41,7 +41,14 @@ def main(cfg: DictConfig) -> dict | None:
         return None
     log.info("%s: %s, final val loss %.4f -> %s", summary["overrides"], summary["status"],
              summary.get("final/val_loss", float("nan")), cfg.out_dir)
-    return summary
+    return objective(summary)
+
+
+def objective(summary: dict) -> float:
+    """What a search sweeper (hydra/sweeper=lr_search) minimizes: the final val loss; +inf for a diverged run."""
+    if summary["status"] == "diverged":
+        return float("inf")
+    return float(summary["final/val_loss"])
 
 
 if __name__ == "__main__":

@@ -39,9 +39,17 @@ def _job_number(run_dir: Path) -> int:
 
 
 def _varied(rows: list[dict[str, Any]]) -> list[str]:
-    """Component groups whose choice differs across jobs (all groups when nothing differs), then the seed."""
+    """Component groups whose choice differs across jobs, then the seed; when no group differs, the overrides
+    that differ say what does (e.g. the learning rates of a search)."""
     keys = [k for k in (*FAMILIES, "phase") if len({str(r.get(k)) for r in rows}) > 1]
-    return [*(keys or FAMILIES), "seed"]
+    return [*(keys or ["differs"]), "seed"]
+
+
+def _with_differing_overrides(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each row plus `differs`: its overrides that not every job shares."""
+    sets = [set(str(r.get("overrides", "")).split(",")) for r in rows]
+    common = set.intersection(*sets) if sets else set()
+    return [{**r, "differs": ",".join(sorted(s - common)) or "-"} for r, s in zip(rows, sets)]
 
 
 def _format_time(seconds: float | None) -> str:
@@ -55,6 +63,7 @@ STATUS_STYLE = {"completed": "[green]completed", "failed": "[red]failed", "diver
 
 
 def sweep_table(rows: list[dict[str, Any]]) -> Table:
+    rows = _with_differing_overrides(rows)
     keys = _varied(rows)
     table = Table(title=f"{len(rows)} jobs")
     for column in ("#", *keys, "status", "final val loss", "params", "tokens/s", "time"):

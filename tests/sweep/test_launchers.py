@@ -40,3 +40,24 @@ def test_slurm_preset_composes():
          "hydra", "--package", "hydra.launcher"], capture_output=True, text=True, check=True)
     assert "SlurmLauncher" in result.stdout and "partition: gpu" in result.stdout
     assert "max_num_timeout: 5" in result.stdout and "gpus_per_node: 1" in result.stdout
+
+
+def test_optuna_lr_search_minimizes_final_val_loss_and_continues_from_sqlite(tmp_path):
+    import optuna
+    import yaml
+
+    storage = f"sqlite:///{tmp_path / 'lr.db'}"
+    env = {**os.environ, "WANDB_MODE": "offline"}
+    for n_trials, sweep in ((3, "a"), (2, "b")):
+        cmd = [sys.executable, "-m", "ablate.run", "-m", "hydra/sweeper=lr_search", f"hydra.sweeper.n_trials={n_trials}",
+               f"hydra.sweeper.storage={storage}", "hydra.sweeper.study_name=lr-mqa", "attention=mqa",
+               *TINY[1:], f"hydra.sweep.dir={tmp_path / sweep}"]
+        result = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
+        assert result.returncode == 0, result.stderr[-3000:]
+    losses = [json.loads(p.read_text())["final/val_loss"] for p in tmp_path.glob("*/*/summary.json")]
+    assert len(losses) == 5
+    study = optuna.load_study(study_name="lr-mqa", storage=storage)
+    assert len(study.trials) == 5  # the second command continued the stored study
+    assert study.best_value == min(losses)
+    best = yaml.safe_load((tmp_path / "b" / "optimization_results.yaml").read_text())
+    assert best["best_value"] == min(losses) and 1e-4 <= best["best_params"]["train.lr"] <= 3e-2
