@@ -27,23 +27,17 @@ from ablate.spec import ModelSpec
 KNOBS = ("kv_lora_rank", "q_lora_rank", "qk_nope_head_dim", "qk_rope_head_dim", "v_head_dim")
 
 
-def mla_dims(
-    spec: ModelSpec,
-    kv_lora_rank: int | None = None,
-    q_lora_rank: int | None = 0,
-    qk_nope_head_dim: int | None = None,
-    qk_rope_head_dim: int | None = None,
-    v_head_dim: int | None = None,
-) -> dict[str, int]:
+def mla_dims(spec: ModelSpec, knobs: dict[str, int | None]) -> dict[str, int]:
     """The knobs with nulls resolved from the model size in DeepSeek-V2-Lite's proportions: latent d_model/4, nope
     and v parts one head_dim, rope part half a head_dim (rounded down to even), no query latent (null or 0)."""
-    return {
-        "kv_lora_rank": kv_lora_rank if kv_lora_rank is not None else max(1, spec.d_model // 4),
-        "q_lora_rank": q_lora_rank or 0,
-        "qk_nope_head_dim": qk_nope_head_dim if qk_nope_head_dim is not None else spec.head_dim,
-        "qk_rope_head_dim": qk_rope_head_dim if qk_rope_head_dim is not None else max(2, spec.head_dim // 4 * 2),
-        "v_head_dim": v_head_dim if v_head_dim is not None else spec.head_dim,
+    derived = {
+        "kv_lora_rank": max(1, spec.d_model // 4),
+        "q_lora_rank": 0,
+        "qk_nope_head_dim": spec.head_dim,
+        "qk_rope_head_dim": max(2, spec.head_dim // 4 * 2),
+        "v_head_dim": spec.head_dim,
     }
+    return {name: knobs[name] if knobs.get(name) is not None else default for name, default in derived.items()}
 
 
 def _rotates(spec: ModelSpec) -> bool:
@@ -66,7 +60,8 @@ class MultiHeadLatentAttention(Attention):
         v_head_dim: int | None = None,
     ):
         super().__init__(spec, layer)
-        dims = mla_dims(spec, kv_lora_rank, q_lora_rank, qk_nope_head_dim, qk_rope_head_dim, v_head_dim)
+        dims = mla_dims(spec, dict(zip(KNOBS, (kv_lora_rank, q_lora_rank, qk_nope_head_dim, qk_rope_head_dim,
+                                               v_head_dim))))
         self.kv_lora_rank, self.q_lora_rank = dims["kv_lora_rank"], dims["q_lora_rank"]
         self.nope, self.rope, self.v_dim = dims["qk_nope_head_dim"], dims["qk_rope_head_dim"], dims["v_head_dim"]
         self.n_heads = h = spec.n_heads
@@ -92,16 +87,8 @@ class MultiHeadLatentAttention(Attention):
         return self.kv_lora_rank + self.rope
 
     @classmethod
-    def check(
-        cls,
-        spec: ModelSpec,
-        kv_lora_rank: int | None = None,
-        q_lora_rank: int | None = 0,
-        qk_nope_head_dim: int | None = None,
-        qk_rope_head_dim: int | None = None,
-        v_head_dim: int | None = None,
-    ) -> list[str]:
-        given = dict(zip(KNOBS, (kv_lora_rank, q_lora_rank, qk_nope_head_dim, qk_rope_head_dim, v_head_dim)))
+    def check(cls, spec: ModelSpec, **knobs: int | None) -> list[str]:
+        given = {name: knobs.get(name) for name in KNOBS}
         problems = []
         for name, value in given.items():
             if value is None or (name == "q_lora_rank" and value == 0):
@@ -111,7 +98,7 @@ class MultiHeadLatentAttention(Attention):
                 problems.append(f"attention.{name}={value} must be a positive integer{off}")
         if problems:
             return problems
-        dims = mla_dims(spec, **given)
+        dims = mla_dims(spec, given)
         if dims["kv_lora_rank"] >= spec.d_model:
             problems.append(
                 f"attention.kv_lora_rank={dims['kv_lora_rank']} must be < model.d_model={spec.d_model} "
