@@ -60,10 +60,12 @@ def decide(study: str, current: str, losses: dict[str, list[float]], rule: Noise
         best = min(means, key=means.get) if means else current
         return Decision(study, current, best, current, None, None, None, seeds, means,
                         f"the current choice {current} has no completed run: keep it")
-    best = min(means, key=means.get)
-    if best == current:
-        return Decision(study, current, best, current, 0.0, None, None, seeds, means,
+    challengers = {option: m for option, m in means.items() if option != current}
+    best = min(challengers, key=challengers.get) if challengers else current
+    if best == current or means[best] > means[current]:
+        return Decision(study, current, current, current, 0.0, None, None, seeds, means,
                         f"{current} has the lowest mean loss: keep it")
+    # From here the best challenger is at most as high as the current choice: a tie is "within noise" too.
     a, b = losses[current], losses[best]
     margin = means[current] - means[best]
     spread = pooled_std(a, b) if min(len(a), len(b)) > 1 else math.nan

@@ -48,24 +48,34 @@ def test_current_best_is_kept():
     assert d.chosen == "relu" and d.margin == 0.0
 
 
+def test_a_tie_is_within_noise():
+    d = decide("placement", "pre", {"pre": [3.0, 3.2], "post": [3.0, 3.2]}, RULE)
+    assert d.best == "post" and d.chosen == "pre" and d.margin == 0.0 and "within noise" in d.reason
+
+
 def test_tiny_ladder_end_to_end_and_resume(tmp_path, capsys):
+    # Constructed so the placement study is within noise for certain: without norms, a pre-norm block
+    # x + f(x) and a post-norm block x + f(x) are the same computation, so pre and post tie exactly on every
+    # seed while the seeds differ. The ffn study decides whatever its runs say.
     ladder_dir = tmp_path / "ladder"
-    args = ["--studies", "placement,norm", "--seeds", "0,1", "--dir", str(ladder_dir), "model=tiny", "train=smoke",
-            "data.max_bytes=3000000", "device=cpu", "logger=none"]
+    args = ["--studies", "placement,ffn", "--seeds", "0,1", "--dir", str(ladder_dir), "norm=none", "model=tiny",
+            "train=smoke", "data.max_bytes=3000000", "device=cpu", "logger=none"]
     main(args)
     state = json.loads((ladder_dir / "ladder.json").read_text())
-    assert [d["study"] for d in state["decisions"]] == ["placement", "norm"]
+    assert [d["study"] for d in state["decisions"]] == ["placement", "ffn"]
+    placement = state["decisions"][0]
+    assert placement["chosen"] == "pre" and placement["margin"] == 0.0 and placement["pooled_std"] > 0
+    assert "within noise" in placement["reason"] and placement["seeds"] == {"pre": 2, "post": 2}
     assert len(state["phases"]) == 3 and (ladder_dir / "phases" / "2.yaml").exists()
     for decision in state["decisions"]:  # each logged decision is what the rule gives on the runs on disk
-        runs = [json.loads(p.read_text()) for p in (ladder_dir).glob(f"*-{decision['study']}/*/summary.json")]
+        runs = [json.loads(p.read_text()) for p in ladder_dir.glob(f"*-{decision['study']}/*/summary.json")]
         losses = {}
         for run in runs:
             losses.setdefault(run[decision["study"]], []).append(run["final/val_loss"])
         assert {k: len(v) for k, v in losses.items()} == decision["seeds"]
         assert decide(decision["study"], decision["current"], losses, RULE).chosen == decision["chosen"]
-        assert decision["current"] in ("pre", "post", "layernorm", "rmsnorm")
     phase2 = (ladder_dir / "phases" / "2.yaml").read_text()
-    assert "# @package _global_" in phase2 and f"override /norm: \"{state['decisions'][1]['chosen']}\"" in phase2
+    assert "# @package _global_" in phase2 and f"override /ffn: \"{state['decisions'][1]['chosen']}\"" in phase2
 
     capsys.readouterr()
     main(args)  # everything decided: nothing runs again
