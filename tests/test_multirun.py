@@ -7,6 +7,8 @@ import os
 import subprocess
 import sys
 
+import ablate
+
 
 def test_multirun_failure_does_not_lose_other_jobs(tmp_path):
     # With 3 heads, gqa's default n_kv_heads=2 cannot divide them: that job fails validation; mha and mqa run.
@@ -29,6 +31,12 @@ def test_multirun_failure_does_not_lose_other_jobs(tmp_path):
     names = {s["overrides"] for s in summaries.values()}
     assert "attention=mqa,data.max_bytes=3000000,model.d_model=48,model.n_heads=3,model=tiny," \
            "pos_enc=rope,train=smoke" in names
+
+    # Nothing leaks from one job into the next (seed, RNG, W&B run, globals): the second job of the sweep ends
+    # exactly where the same job run alone, in this process, ends.
+    mqa = next(s for s in summaries.values() if s["attention"] == "mqa")
+    alone = ablate.train(ablate.compose(["attention=mqa", *cmd[5:-1], "logger=none", f"out_dir={tmp_path / 'alone'}"]))
+    assert alone["final/val_loss"] == mqa["final/val_loss"]
 
     table = result.stdout
     assert "3 jobs" in table and "completed" in table and "failed" in table and "tokens/s" in table
