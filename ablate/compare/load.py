@@ -15,6 +15,8 @@ from typing import Any
 
 import yaml
 
+from ablate.track import files as track_files
+
 # Statuses from best to worst: which copy of a duplicated job to keep.
 STATUS_RANK = {"completed": 0, "running": 1, "diverged": 2, "failed": 3}
 # Folders inside a run dir that never hold other runs: skipped when searching recursively.
@@ -71,19 +73,9 @@ def read_run(run_dir: Path) -> Run:
 
 
 def read_metrics(path: Path) -> list[dict[str, Any]]:
-    rows: list[dict[str, Any]] = []
-    if not path.exists():
-        return rows
-    for line in path.read_text().splitlines():
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError:  # a row cut by a kill mid-write: everything before it is intact
-            break
-        rows.append({k: (as_number(v) if isinstance(v, str) and as_number(v) is not None else v)
-                     for k, v in row.items()})
-    return rows
+    """metrics.jsonl rows with the trainer's "nan"/"inf" strings turned back into floats."""
+    return [{k: (as_number(v) if isinstance(v, str) and as_number(v) is not None else v) for k, v in row.items()}
+            for row in track_files.read_metrics(path)]
 
 
 def find_run_dirs(inputs: list[str]) -> list[Path]:

@@ -94,19 +94,19 @@ def final_losses(sweep_dir: Path, factor: str) -> dict[str, list[float]]:
     return losses
 
 
-def study_factor(study: str) -> tuple[str, list[str]]:
-    """The config group a study varies and its options, read from conf/study/<study>.yaml."""
+def study_factor(study: str) -> str:
+    """The config group a study varies, read from conf/study/<study>.yaml."""
     spec = OmegaConf.load(STUDY_DIR / f"{study}.yaml")
     factor = str(spec.study.varies)
     if factor not in FAMILIES:
         raise SystemExit(f"--studies: {study} varies {factor}, not a component group; the ladder needs one-factor "
                          f"studies of {', '.join(FAMILIES)}")
-    return factor, str(spec.hydra.sweeper.params[factor]).split(",")
+    return factor
 
 
 def run_study(study: str, index: int, choices: dict[str, str], seeds: list[int], overrides: list[str],
               ladder_dir: Path) -> Path:
-    factor, _ = study_factor(study)
+    factor = study_factor(study)
     sweep_dir = ladder_dir / f"{index}-{study}"
     fixed = [f"{family}={option}" for family, option in choices.items() if family != factor]
     cmd = [sys.executable, "-m", "ablate.run", "-m", f"+study={study}", f"seed={','.join(map(str, seeds))}",
@@ -137,9 +137,9 @@ def run_ladder(studies: list[str], seeds: list[int], overrides: list[str], ladde
                       "start": start, "decisions": [], "phases": [phase_overrides(start)]}
     choices = dict(state["start"])
     for decision in state["decisions"]:
-        choices[study_factor(decision["study"])[0]] = decision["chosen"]
+        choices[study_factor(decision["study"])] = decision["chosen"]
     for index, study in enumerate(studies[len(state["decisions"]):], start=len(state["decisions"])):
-        factor, _ = study_factor(study)
+        factor = study_factor(study)
         sweep_dir = run_study(study, index, choices, seeds, overrides, ladder_dir)
         decision = decide(study, choices[factor], final_losses(sweep_dir, factor), rule)
         print(f"ladder: {study}: {decision.reason}", flush=True)

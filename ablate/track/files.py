@@ -70,16 +70,9 @@ class RunFiles:
     def truncate_metrics(self, last_step: int) -> None:
         """Keep the rows up to `last_step` (a checkpoint's step): later ones are logged again by the resumed run."""
         path = self.dir / "metrics.jsonl"
-        if not path.exists():
-            return
-        kept = []
-        for line in path.read_text().splitlines():
-            try:
-                if json.loads(line)["step"] <= last_step:
-                    kept.append(line + "\n")
-            except json.JSONDecodeError:  # the row a kill cut in half
-                break
-        atomic_write(path, "".join(kept))
+        if path.exists():
+            kept = [row for row in read_metrics(path) if row["step"] <= last_step]
+            atomic_write(path, "".join(json.dumps(row) + "\n" for row in kept))
 
     def write_config(self, cfg: DictConfig, overrides: list[str]) -> None:
         atomic_write(self.dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
@@ -109,12 +102,19 @@ def load_run(path: str | os.PathLike) -> tuple[DictConfig, list[dict[str, Any]],
     if not (run_dir / "summary.json").exists():
         raise FileNotFoundError(f"{run_dir} is not a run directory (no summary.json)")
     cfg = OmegaConf.load(run_dir / "config.yaml")
-    metrics_path = run_dir / "metrics.jsonl"
-    rows = []
-    if metrics_path.exists():
-        for line in metrics_path.read_text().splitlines():
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError:  # a row cut by a kill mid-write: everything before it is intact
-                break
-    return cfg, rows, json.loads((run_dir / "summary.json").read_text())
+    return cfg, read_metrics(run_dir / "metrics.jsonl"), json.loads((run_dir / "summary.json").read_text())
+
+
+def read_metrics(path: Path) -> list[dict[str, Any]]:
+    """The rows of a metrics.jsonl (none if it does not exist), as written: non-finite numbers stay "nan"/"inf"."""
+    rows: list[dict[str, Any]] = []
+    if not path.exists():
+        return rows
+    for line in path.read_text().splitlines():
+        if not line.strip():
+            continue
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:  # a row cut by a kill mid-write: everything before it is intact
+            break
+    return rows

@@ -31,10 +31,6 @@ from ablate.training.sample import generate
 log = logging.getLogger(__name__)
 
 
-class Diverged(Exception):
-    """The training loss became NaN or infinite."""
-
-
 def choices(cfg: DictConfig) -> dict[str, str]:
     """The option picked in each component group, e.g. {"attention": "gqa", ...}."""
     return {family: str(cfg[family].name) for family in FAMILIES}
@@ -116,7 +112,8 @@ def logger_settings(cfg: DictConfig) -> dict[str, Any]:
 
 
 def default_run_dir() -> Path:
-    return Path("outputs") / datetime.now().strftime("%Y-%m-%d") / datetime.now().strftime("%H-%M-%S-%f")
+    now = datetime.now()
+    return Path("outputs") / now.strftime("%Y-%m-%d") / now.strftime("%H-%M-%S-%f")
 
 
 def train(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, Any]:
@@ -129,12 +126,12 @@ def train(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, Any]
     run_dir = Path(cfg.out_dir) if cfg.get("out_dir") else default_run_dir()
     files = RunFiles(run_dir)
     digest = config_hash(cfg)
+    may_resume = cfg.get("resume", True)
     previous = files.read_summary()
-    same_run = cfg.get("resume", True) and previous and previous.get("config_hash") == digest
-    if same_run and previous["status"] in FINISHED:
+    if may_resume and previous and previous.get("config_hash") == digest and previous["status"] in FINISHED:
         log.info("%s: already %s in %s; skipped", previous.get("overrides"), previous["status"], run_dir)
         return previous
-    resume = resumable_state(files, digest) if cfg.get("resume", True) else None
+    resume = resumable_state(files, digest) if may_resume else None
     if resume is None:
         files.clear()
     files.write_config(cfg, overrides)
