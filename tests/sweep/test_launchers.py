@@ -50,8 +50,8 @@ def test_optuna_lr_search_minimizes_final_val_loss_and_continues_from_sqlite(tmp
     env = {**os.environ, "WANDB_MODE": "offline"}
     for n_trials, sweep in ((3, "a"), (2, "b")):
         cmd = [sys.executable, "-m", "ablate.run", "-m", "hydra/sweeper=lr_search",
-               f"hydra.sweeper.n_trials={n_trials}", f"hydra.sweeper.storage={storage}", "hydra.sweeper.study_name=lr-mqa", "attention=mqa",
-               *TINY[1:], f"hydra.sweep.dir={tmp_path / sweep}"]
+               f"hydra.sweeper.n_trials={n_trials}", f"hydra.sweeper.storage={storage}",
+               "hydra.sweeper.study_name=lr-mqa", "attention=mqa", *TINY[1:], f"hydra.sweep.dir={tmp_path / sweep}"]
         result = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
         assert result.returncode == 0, result.stderr[-3000:]
     losses = [json.loads(p.read_text())["final/val_loss"] for p in tmp_path.glob("*/*/summary.json")]
