@@ -9,26 +9,22 @@ Public API (stable names):
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from omegaconf import DictConfig
 
-CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+from ablate.components.options import CONF_DIR
 
 __all__ = ["compose", "build_model", "train", "load_run", "CONF_DIR"]
 
 
 def compose(overrides: list[str] | None = None) -> DictConfig:
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
+    from ablate.config import compose as _compose
 
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        return hydra_compose(config_name="config", overrides=list(overrides or []))
+    return _compose(overrides)
 
 
 def build_model(cfg: DictConfig):
+    from ablate.config import validate
     from ablate.model import TransformerLM
-    from ablate.spec import validate
 
     model_spec, _ = validate(cfg)
     return TransformerLM(model_spec)

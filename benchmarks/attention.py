@@ -35,14 +35,13 @@ VARIANTS = ["mha", "mqa", "gqa", "local", "bigbird", "linear", "mla"]
 def build(variant: str, t: int):
     """One attention layer of `variant` (its YAML defaults) at model=small widths with context t, and its input."""
     import ablate
-    from ablate.model import REGISTRIES
     from ablate.model.pos_enc import NoPositionalEncoding
-    from ablate.spec import model_spec
+    from ablate.config import model_spec
 
     overrides = [f"attention={variant}", "pos_enc=none", "model=small", f"model.block_size={t}", "dropout=off"]
     cfg = ablate.compose(overrides)
     spec = model_spec(cfg, vocab_size=256)
-    layer = REGISTRIES["attention"].get(variant)(spec, 0, **spec.attention.knobs)
+    layer = spec.attention.build(spec, 0)
     x = torch.randn(1, t, spec.d_model, requires_grad=True)
     return layer, x, NoPositionalEncoding(spec)
 

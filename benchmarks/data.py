@@ -30,7 +30,7 @@ from ablate.data import load_tokens  # noqa: E402
 from ablate.data.corpus import StdlibCorpus, take_bytes  # noqa: E402
 from ablate.data.tokenizer import BpeTokenizer, ByteTokenizer  # noqa: E402
 from ablate.model import TransformerLM  # noqa: E402
-from ablate.spec import validate  # noqa: E402
+from ablate.config import validate  # noqa: E402
 from ablate.training.optim import make_optimizer  # noqa: E402
 
 

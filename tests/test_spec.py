@@ -8,7 +8,8 @@ import sys
 import pytest
 
 import ablate
-from ablate.spec import SpecError, validate
+from ablate.config import validate
+from ablate.spec import SpecError
 
 
 def _options(group: str) -> list[str]:

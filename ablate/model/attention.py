@@ -7,11 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ablate.model.pos_enc import PositionalEncoding
-from ablate.registry import Registry
-from ablate.spec import ModelSpec
-
-ATTENTION = Registry("attention")
+from ablate.components import Attention, ModelSpec, PositionalEncoding
 
 
 def causal_attention(
@@ -41,32 +37,6 @@ def causal_attention(
     )
 
 
-class Attention(nn.Module):
-    # Where a positional encoding may act on this attention; input-side encodings and none always work.
-    supports: frozenset = frozenset({None, "input", "rotary", "bias"})
-    unsupported_reason: dict[str, str] = {}
-
-    def __init__(self, spec: ModelSpec, layer: int):
-        super().__init__()
-        self.layer = layer
-        self.dropout_p = spec.dropout
-
-    def keys_per_query(self, t: int) -> int:
-        """How many keys one query is scored against in a length-t sequence (no causal discount, as in PaLM)."""
-        return t
-
-    def context_flops(self, t: int) -> int:
-        """Forward FLOPs per token of the score and value products (the projections are counted in 6·N):
-        2 per multiply-add, over the keys a query sees (PaLM, appendix B)."""
-        return 2 * self.keys_per_query(t) * self.n_heads * (self.qk_head_dim + self.v_head_dim)
-
-    @property
-    def attn_dropout(self) -> float:
-        """Dropout on attention weights: only while training."""
-        return self.dropout_p if self.training else 0.0
-
-
-@ATTENTION.register("gqa")
 class GroupedQueryAttention(Attention):
     """Grouped-query attention (Ainslie et al., 2023): n_heads query heads share n_kv_heads key/value heads."""
 
@@ -85,8 +55,9 @@ class GroupedQueryAttention(Attention):
         return 2 * self.n_kv_heads * self.head_dim
 
     @classmethod
-    def check(cls, spec: ModelSpec, n_kv_heads: int = 2) -> list[str]:
-        if not isinstance(n_kv_heads, int) or n_kv_heads < 1 or spec.n_heads % n_kv_heads:
+    def check(cls, spec: ModelSpec, knobs: dict) -> list[str]:
+        n_kv_heads = knobs["n_kv_heads"]
+        if n_kv_heads < 1 or spec.n_heads % n_kv_heads:
             divisors = [h for h in range(1, spec.n_heads + 1) if spec.n_heads % h == 0]
             return [
                 f"attention.n_kv_heads={n_kv_heads} must divide model.n_heads={spec.n_heads}; "
@@ -109,25 +80,19 @@ class GroupedQueryAttention(Attention):
         return y.transpose(1, 2).flatten(2)
 
 
-@ATTENTION.register("mha")
 class MultiHeadAttention(GroupedQueryAttention):
     """Standard multi-head attention: every query head has its own key/value head."""
 
     def __init__(self, spec: ModelSpec, layer: int):
         super().__init__(spec, layer, n_kv_heads=spec.n_heads)
 
-    @classmethod
-    def check(cls, spec: ModelSpec) -> list[str]:
-        return []
+    check = Attention.check  # no knobs
 
 
-@ATTENTION.register("mqa")
 class MultiQueryAttention(GroupedQueryAttention):
     """Multi-query attention (Shazeer, 2019): all query heads share one key/value head."""
 
     def __init__(self, spec: ModelSpec, layer: int):
         super().__init__(spec, layer, n_kv_heads=1)
 
-    @classmethod
-    def check(cls, spec: ModelSpec) -> list[str]:
-        return []
+    check = Attention.check  # no knobs

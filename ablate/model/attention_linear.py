@@ -12,9 +12,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ablate.model.attention import ATTENTION, MultiHeadAttention
-from ablate.model.pos_enc import PositionalEncoding
-from ablate.spec import ModelSpec
+from ablate.components import ModelSpec, PositionalEncoding
+from ablate.model.attention import MultiHeadAttention
 
 
 def elu_feature_map(x: torch.Tensor) -> torch.Tensor:
@@ -61,7 +60,6 @@ def causal_linear_attention(
     return num / (den + eps)
 
 
-@ATTENTION.register("linear")
 class LinearAttention(MultiHeadAttention):
     """MHA's projections with softmax attention replaced by chunked causal linear attention."""
 
@@ -84,9 +82,9 @@ class LinearAttention(MultiHeadAttention):
         return 2 * 2 * self.n_heads * self.qk_head_dim * (self.v_head_dim + 1)
 
     @classmethod
-    def check(cls, spec: ModelSpec, chunk_size: int = 64) -> list[str]:
-        if not isinstance(chunk_size, int) or isinstance(chunk_size, bool) or chunk_size < 1:
-            return [f"attention.chunk_size={chunk_size} must be an integer >= 1"]
+    def check(cls, spec: ModelSpec, knobs: dict) -> list[str]:
+        if knobs["chunk_size"] < 1:
+            return [f"attention.chunk_size={knobs['chunk_size']} must be an integer >= 1"]
         return []
 
     def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, pos: PositionalEncoding) -> torch.Tensor:

@@ -15,9 +15,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ablate.model.attention import ATTENTION, MultiHeadAttention, causal_attention
-from ablate.model.pos_enc import PositionalEncoding
-from ablate.spec import ModelSpec
+from ablate.components import ModelSpec, PositionalEncoding
+from ablate.model.attention import MultiHeadAttention, causal_attention
 
 log = logging.getLogger(__name__)
 
@@ -36,10 +35,6 @@ def flex_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, block_mask
     if _compiled_flex is None:
         _compiled_flex = torch.compile(flex, dynamic=False)
     return _compiled_flex(q, k, v, block_mask=block_mask)
-
-
-def _is_int(value) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _pad_time(x: torch.Tensor, length: int) -> torch.Tensor:
@@ -77,7 +72,6 @@ class _SparseAttention(MultiHeadAttention):
         return flex_attention(q, k, v, self._flex_masks[key], compiled)
 
 
-@ATTENTION.register("local")
 class LocalAttention(_SparseAttention):
     """Causal sliding-window attention: query i sees keys i - window + 1 … i (the window counts the query itself).
 
@@ -92,8 +86,9 @@ class LocalAttention(_SparseAttention):
         self.chunk = max(window, MIN_CHUNK)
 
     @classmethod
-    def check(cls, spec: ModelSpec, window: int = 128) -> list[str]:
-        if not _is_int(window) or window < 1:
+    def check(cls, spec: ModelSpec, knobs: dict) -> list[str]:
+        window = knobs["window"]
+        if window < 1:
             return [f"attention.window={window} must be an integer >= 1 (tokens each query sees, itself included)"]
         if window >= spec.block_size:
             log.warning(
@@ -166,7 +161,6 @@ def bigbird_layout(
     return index, valid
 
 
-@ATTENTION.register("bigbird")
 class BigBirdAttention(_SparseAttention):
     """Causal BigBird (Zaheer et al., 2020): each block of `block_size` queries attends to global, window and random
     key blocks (see `bigbird_layout`), token-level causal within them. Global blocks come first in the sequence, so
@@ -193,21 +187,16 @@ class BigBirdAttention(_SparseAttention):
         self.register_buffer("key_block_valid", valid, persistent=False)
 
     @classmethod
-    def check(
-        cls,
-        spec: ModelSpec,
-        block_size: int = 32,
-        num_global_blocks: int = 1,
-        num_window_blocks: int = 3,
-        num_random_blocks: int = 2,
-    ) -> list[str]:
+    def check(cls, spec: ModelSpec, knobs: dict) -> list[str]:
         problems = []
-        for name, value in (("block_size", block_size), ("num_window_blocks", num_window_blocks)):
-            if not _is_int(value) or value < 1:
-                problems.append(f"attention.{name}={value} must be an integer >= 1")
-        for name, value in (("num_global_blocks", num_global_blocks), ("num_random_blocks", num_random_blocks)):
-            if not _is_int(value) or value < 0:
-                problems.append(f"attention.{name}={value} must be an integer >= 0 (0 turns that part off)")
+        for name in ("block_size", "num_window_blocks"):
+            if knobs[name] < 1:
+                problems.append(f"attention.{name}={knobs[name]} must be an integer >= 1")
+        for name in ("num_global_blocks", "num_random_blocks"):
+            if knobs[name] < 0:
+                problems.append(f"attention.{name}={knobs[name]} must be an integer >= 0 (0 turns that part off)")
+        block_size, num_global_blocks, num_window_blocks = (
+            knobs["block_size"], knobs["num_global_blocks"], knobs["num_window_blocks"])
         if not problems and -(-spec.block_size // block_size) <= num_global_blocks + num_window_blocks:
             log.warning(
                 "attention=bigbird with block_size=%d, num_global_blocks=%d, num_window_blocks=%d covers all of "

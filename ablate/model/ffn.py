@@ -7,10 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ablate.registry import Registry
-from ablate.spec import ModelSpec
-
-FFN = Registry("ffn")
+from ablate.components import FeedForward, ModelSpec
 
 
 def gated_hidden_size(d_model: int, hidden_mult: float, multiple_of: int) -> int:
@@ -20,53 +17,50 @@ def gated_hidden_size(d_model: int, hidden_mult: float, multiple_of: int) -> int
 
 
 def _check_mult(hidden_mult: float) -> list[str]:
-    return [f"ffn.hidden_mult={hidden_mult} must be > 0"] if hidden_mult <= 0 else []
+    return [f"ffn.hidden_mult={hidden_mult:g} must be > 0"] if hidden_mult <= 0 else []
 
 
-class MLP(nn.Module):
+class MLP(FeedForward):
     """d_model -> hidden -> activation -> d_model."""
 
     activation = staticmethod(F.relu)
 
     def __init__(self, spec: ModelSpec, hidden_mult: float = 4.0):
-        super().__init__()
+        super().__init__(spec)
         hidden = int(hidden_mult * spec.d_model)
         self.up = nn.Linear(spec.d_model, hidden, bias=spec.bias)
         self.down = nn.Linear(hidden, spec.d_model, bias=spec.bias)
         self.down.is_residual_output = True
 
     @classmethod
-    def check(cls, spec: ModelSpec, hidden_mult: float = 4.0) -> list[str]:
-        return _check_mult(hidden_mult)
+    def check(cls, spec: ModelSpec, knobs: dict) -> list[str]:
+        return _check_mult(knobs["hidden_mult"])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.down(self.activation(self.up(x)))
 
 
-@FFN.register("relu")
 class ReluMLP(MLP):
     activation = staticmethod(F.relu)
 
 
-@FFN.register("gelu")
 class GeluMLP(MLP):
     activation = staticmethod(F.gelu)
 
 
-@FFN.register("silu")
 class SiluMLP(MLP):
     """Non-gated SiLU (x·sigmoid(x)): separates the activation from the gating in SwiGLU (the CS336 ablation)."""
 
     activation = staticmethod(F.silu)
 
 
-class GatedMLP(nn.Module):
+class GatedMLP(FeedForward):
     """down(activation(gate(x)) * up(x)) (Shazeer, 2020), hidden width from `gated_hidden_size`."""
 
     activation = staticmethod(F.silu)
 
     def __init__(self, spec: ModelSpec, hidden_mult: float = 4.0, multiple_of: int = 8):
-        super().__init__()
+        super().__init__(spec)
         hidden = gated_hidden_size(spec.d_model, hidden_mult, multiple_of)
         self.gate = nn.Linear(spec.d_model, hidden, bias=spec.bias)
         self.up = nn.Linear(spec.d_model, hidden, bias=spec.bias)
@@ -74,21 +68,19 @@ class GatedMLP(nn.Module):
         self.down.is_residual_output = True
 
     @classmethod
-    def check(cls, spec: ModelSpec, hidden_mult: float = 4.0, multiple_of: int = 8) -> list[str]:
-        problems = _check_mult(hidden_mult)
-        if not isinstance(multiple_of, int) or multiple_of < 1:
-            problems.append(f"ffn.multiple_of={multiple_of} must be a positive integer")
+    def check(cls, spec: ModelSpec, knobs: dict) -> list[str]:
+        problems = _check_mult(knobs["hidden_mult"])
+        if knobs["multiple_of"] < 1:
+            problems.append(f"ffn.multiple_of={knobs['multiple_of']} must be a positive integer")
         return problems
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.down(self.activation(self.gate(x)) * self.up(x))
 
 
-@FFN.register("swiglu")
 class SwiGLU(GatedMLP):
     activation = staticmethod(F.silu)
 
 
-@FFN.register("geglu")
 class GeGLU(GatedMLP):
     activation = staticmethod(F.gelu)

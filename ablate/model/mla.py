@@ -20,11 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ablate.model.attention import ATTENTION, Attention, causal_attention
-from ablate.model.pos_enc import POS_ENC, PositionalEncoding
-from ablate.spec import ModelSpec
-
-KNOBS = ("kv_lora_rank", "q_lora_rank", "qk_nope_head_dim", "qk_rope_head_dim", "v_head_dim")
+from ablate.components import Attention, ModelSpec, PositionalEncoding
+from ablate.model.attention import causal_attention
 
 
 def mla_dims(spec: ModelSpec, knobs: dict[str, int | None]) -> dict[str, int]:
@@ -40,15 +37,9 @@ def mla_dims(spec: ModelSpec, knobs: dict[str, int | None]) -> dict[str, int]:
     return {name: knobs[name] if knobs.get(name) is not None else default for name, default in derived.items()}
 
 
-def _rotates(spec: ModelSpec) -> bool:
-    try:
-        return POS_ENC.get(spec.pos_enc.name).acts_on == "rotary"
-    except KeyError:  # an unknown pos_enc is reported by its own check
-        return False
-
-
-@ATTENTION.register("mla")
 class MultiHeadLatentAttention(Attention):
+    rotates_full_head = False  # RoPE rotates only the decoupled qk_rope_head_dim part, checked here
+
     def __init__(
         self,
         spec: ModelSpec,
@@ -60,8 +51,9 @@ class MultiHeadLatentAttention(Attention):
         v_head_dim: int | None = None,
     ):
         super().__init__(spec, layer)
-        dims = mla_dims(spec, dict(zip(KNOBS, (kv_lora_rank, q_lora_rank, qk_nope_head_dim, qk_rope_head_dim,
-                                               v_head_dim))))
+        dims = mla_dims(spec, dict(kv_lora_rank=kv_lora_rank, q_lora_rank=q_lora_rank,
+                                   qk_nope_head_dim=qk_nope_head_dim, qk_rope_head_dim=qk_rope_head_dim,
+                                   v_head_dim=v_head_dim))
         self.kv_lora_rank, self.q_lora_rank = dims["kv_lora_rank"], dims["q_lora_rank"]
         self.nope, self.rope, self.v_dim = dims["qk_nope_head_dim"], dims["qk_rope_head_dim"], dims["v_head_dim"]
         self.n_heads = h = spec.n_heads
@@ -87,13 +79,13 @@ class MultiHeadLatentAttention(Attention):
         return self.kv_lora_rank + self.rope
 
     @classmethod
-    def check(cls, spec: ModelSpec, **knobs: int | None) -> list[str]:
-        given = {name: knobs.get(name) for name in KNOBS}
+    def check(cls, spec: ModelSpec, knobs: dict) -> list[str]:
+        given = knobs
         problems = []
         for name, value in given.items():
             if value is None or (name == "q_lora_rank" and value == 0):
                 continue
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            if value < 1:
                 off = " (0 or null: no query compression)" if name == "q_lora_rank" else " (null: derived from model)"
                 problems.append(f"attention.{name}={value} must be a positive integer{off}")
         if problems:
@@ -109,7 +101,7 @@ class MultiHeadLatentAttention(Attention):
                 f"attention.q_lora_rank={dims['q_lora_rank']} must be < model.d_model={spec.d_model}; "
                 "lower it, or 0 for no query compression"
             )
-        if _rotates(spec) and dims["qk_rope_head_dim"] % 2:
+        if spec.pos_enc.cls.acts_on == "rotary" and dims["qk_rope_head_dim"] % 2:
             problems.append(
                 f"attention.qk_rope_head_dim={dims['qk_rope_head_dim']} must be even with pos_enc={spec.pos_enc.name}"
                 " (RoPE rotates channel pairs); make it even"

@@ -1,8 +1,5 @@
 """Positional encodings. Each acts at one place: the input embedding, a rotation of queries/keys, or an additive
-score bias. The base class gives every hook a no-op default so attention can call all three unconditionally.
-
-Score biases here are functions of the offset (query position - key position) only, so sparse attention can ask for
-the bias of just the (query, key) pairs it computes (`offset_bias`) instead of a full (H, T, T) matrix."""
+score bias; the hooks and their no-op defaults are the contract in `ablate.components.PositionalEncoding`."""
 
 from __future__ import annotations
 
@@ -11,45 +8,12 @@ import math
 import torch
 from torch import nn
 
-from ablate.registry import Registry
-from ablate.spec import ModelSpec
+from ablate.components import ModelSpec, PositionalEncoding
 
-POS_ENC = Registry("pos_enc")
-
-
-class PositionalEncoding(nn.Module):
-    acts_on: str | None = None  # "input" | "rotary" | "bias" | None
-
-    def __init__(self, spec: ModelSpec):
-        super().__init__()
-
-    def embed(self, h: torch.Tensor) -> torch.Tensor:
-        """h: (B, T, d_model) token embeddings -> with position information added."""
-        return h
-
-    def rotate(self, x: torch.Tensor) -> torch.Tensor:
-        """x: (B, H, T, D) queries or keys -> rotated by position."""
-        return x
-
-    def offset_bias(self, layer: int, offset: torch.Tensor) -> torch.Tensor | None:
-        """offset: integer tensor of query - key positions, any shape -> additive score bias (H, *offset.shape),
-        or None. Only meaningful where offset >= 0 (the causal mask hides the rest)."""
-        return None
-
-    def score_bias(self, layer: int, t: int, device: torch.device) -> torch.Tensor | None:
-        """An additive (H, T, T) bias for layer `layer`'s attention scores, or None."""
-        if self.acts_on != "bias":  # skip building a T×T offset matrix for nothing
-            return None
-        position = torch.arange(t, device=device)
-        return self.offset_bias(layer, position[:, None] - position[None, :])
-
-
-@POS_ENC.register("none")
 class NoPositionalEncoding(PositionalEncoding):
     """NoPE: the causal mask alone is the only source of order information."""
 
 
-@POS_ENC.register("learned")
 class LearnedPositionalEmbedding(PositionalEncoding):
     acts_on = "input"
 
@@ -59,6 +23,10 @@ class LearnedPositionalEmbedding(PositionalEncoding):
 
     def embed(self, h: torch.Tensor) -> torch.Tensor:
         return h + self.table(torch.arange(h.shape[1], device=h.device))
+
+
+def _check_base(base: float) -> list[str]:
+    return [] if base > 1 else [f"pos_enc.base={base} must be > 1"]
 
 
 def sinusoid_table(n_positions: int, dim: int, base: float) -> torch.Tensor:
@@ -71,7 +39,6 @@ def sinusoid_table(n_positions: int, dim: int, base: float) -> torch.Tensor:
     return table.float()
 
 
-@POS_ENC.register("sinusoidal")
 class SinusoidalPositionalEmbedding(PositionalEncoding):
     acts_on = "input"
 
@@ -80,8 +47,8 @@ class SinusoidalPositionalEmbedding(PositionalEncoding):
         self.register_buffer("table", sinusoid_table(spec.block_size, spec.d_model, base), persistent=False)
 
     @classmethod
-    def check(cls, spec: ModelSpec, base: float = 10000.0) -> list[str]:
-        return [f"pos_enc.base={base} must be > 1"] if base <= 1 else []
+    def check(cls, spec: ModelSpec, knobs: dict) -> list[str]:
+        return _check_base(knobs["base"])
 
     def embed(self, h: torch.Tensor) -> torch.Tensor:
         return h + self.table[: h.shape[1]].to(h.dtype)
@@ -106,7 +73,6 @@ def apply_rope(x: torch.Tensor, base: float) -> torch.Tensor:
     return (x.to(dtype) * cos + rotated_half.to(dtype) * sin).to(x.dtype)
 
 
-@POS_ENC.register("rope")
 class RotaryPositionalEncoding(PositionalEncoding):
     acts_on = "rotary"
 
@@ -115,9 +81,9 @@ class RotaryPositionalEncoding(PositionalEncoding):
         self.base = base
 
     @classmethod
-    def check(cls, spec: ModelSpec, base: float = 10000.0) -> list[str]:
-        problems = [f"pos_enc.base={base} must be > 1"] if base <= 1 else []
-        if spec.attention.name != "mla" and spec.head_dim % 2:
+    def check(cls, spec: ModelSpec, knobs: dict) -> list[str]:
+        problems = _check_base(knobs["base"])
+        if spec.attention.cls.rotates_full_head and spec.head_dim % 2:
             problems.append(
                 f"pos_enc=rope needs an even head dim, but model.d_model={spec.d_model} / model.n_heads={spec.n_heads}"
                 f" = {spec.head_dim}; change d_model or n_heads"
@@ -139,7 +105,6 @@ def t5_relative_buckets(offset: torch.Tensor, num_buckets: int, max_distance: in
     return torch.where(n < max_exact, n, large.clamp(max=num_buckets - 1))
 
 
-@POS_ENC.register("relative")
 class RelativePositionBias(PositionalEncoding):
     """A learned scalar per (head, distance bucket) added to attention scores (T5). One table shared by all layers
     (as in T5) or one per layer."""
@@ -153,7 +118,8 @@ class RelativePositionBias(PositionalEncoding):
         self.tables = nn.ModuleList(nn.Embedding(num_buckets, spec.n_heads) for _ in range(n_tables))
 
     @classmethod
-    def check(cls, spec: ModelSpec, num_buckets: int = 32, max_distance: int = 128, shared: bool = True) -> list[str]:
+    def check(cls, spec: ModelSpec, knobs: dict) -> list[str]:
+        num_buckets, max_distance = knobs["num_buckets"], knobs["max_distance"]
         if not isinstance(num_buckets, int) or num_buckets < 2:
             return [f"pos_enc.num_buckets={num_buckets} must be an integer >= 2"]
         if not isinstance(max_distance, int) or max_distance <= num_buckets // 2:
@@ -161,8 +127,6 @@ class RelativePositionBias(PositionalEncoding):
                 f"pos_enc.max_distance={max_distance} must be an integer > num_buckets/2 = {num_buckets // 2} "
                 "(distances below num_buckets/2 get exact buckets; log-spaced ones start there)"
             ]
-        if not isinstance(shared, bool):
-            return [f"pos_enc.shared={shared} must be true (one table for all layers) or false (one per layer)"]
         return []
 
     def offset_bias(self, layer: int, offset: torch.Tensor) -> torch.Tensor:
@@ -187,7 +151,6 @@ def alibi_slopes(n_heads: int) -> torch.Tensor:
     return torch.tensor(power_of_two_slopes(closest) + extra)
 
 
-@POS_ENC.register("alibi")
 class ALiBi(PositionalEncoding):
     """Attention with linear biases: head h adds -slope_h · (query position - key position) to its scores."""
 

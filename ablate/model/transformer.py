@@ -7,33 +7,9 @@ import math
 import torch
 from torch import nn
 
-from ablate.model.attention import ATTENTION
-from ablate.model.ffn import FFN
-from ablate.model.norm import NORM
-from ablate.model.pos_enc import POS_ENC, PositionalEncoding
-from ablate.registry import Registry
-from ablate.spec import ModelSpec
-
-PLACEMENT = Registry("placement")
+from ablate.components import Attention, Block, Component, ModelSpec, PositionalEncoding
 
 
-def _build(registry: Registry, choice, *args):
-    return registry.get(choice.name)(*args, **choice.knobs)
-
-
-class Block(nn.Module):
-    final_norm = True  # whether the model needs a norm after the last block
-
-    def __init__(self, spec: ModelSpec, layer: int):
-        super().__init__()
-        self.norm1 = _build(NORM, spec.norm, spec)
-        self.attn = _build(ATTENTION, spec.attention, spec, layer)
-        self.norm2 = _build(NORM, spec.norm, spec)
-        self.ffn = _build(FFN, spec.ffn, spec)
-        self.drop = nn.Dropout(spec.dropout)
-
-
-@PLACEMENT.register("pre")
 class PreNormBlock(Block):
     """x + f(norm(x)): the residual stream itself is never normalized (GPT-2 and later)."""
 
@@ -42,7 +18,6 @@ class PreNormBlock(Block):
         return x + self.drop(self.ffn(self.norm2(x)))
 
 
-@PLACEMENT.register("post")
 class PostNormBlock(Block):
     """norm(x + f(x)): the original Transformer; outputs are already normalized, so no final norm."""
 
@@ -58,11 +33,10 @@ class TransformerLM(nn.Module):
         super().__init__()
         self.spec = spec
         self.token_embedding = nn.Embedding(spec.vocab_size, spec.d_model)
-        self.pos_enc = _build(POS_ENC, spec.pos_enc, spec)
+        self.pos_enc = spec.pos_enc.build(spec)
         self.drop = nn.Dropout(spec.dropout)
-        block_cls = PLACEMENT.get(spec.placement.name)
-        self.blocks = nn.ModuleList(block_cls(spec, layer) for layer in range(spec.n_layers))
-        self.final_norm = _build(NORM, spec.norm, spec) if block_cls.final_norm else nn.Identity()
+        self.blocks = nn.ModuleList(spec.placement.build(spec, layer) for layer in range(spec.n_layers))
+        self.final_norm = spec.norm.build(spec) if spec.placement.cls.final_norm else nn.Identity()
         self.head = nn.Linear(spec.d_model, spec.vocab_size, bias=False)
         if spec.tie_embeddings:
             self.head.weight = self.token_embedding.weight
@@ -88,21 +62,45 @@ class TransformerLM(nn.Module):
             x = block(x, self.pos_enc)
         return self.head(self.final_norm(x))
 
+    def components(self) -> list[tuple[str, Component]]:
+        """(family, module) for every component instance, outermost first (a block before its sublayers)."""
+        return [(m.family, m) for m in self.modules() if isinstance(m, Component)]
+
+    def aux_losses(self) -> dict[str, torch.Tensor]:
+        """The auxiliary losses the components produced in the last forward pass, summed per family."""
+        losses: dict[str, torch.Tensor] = {}
+        for family, module in self.components():
+            loss = module.aux_loss()
+            if loss is not None:
+                losses[family] = losses[family] + loss if family in losses else loss
+        return losses
+
 
 def embedding_parameters(model: TransformerLM) -> int:
     """Parameters of lookup tables (token and learned position embeddings); a tied head counts once, here."""
     return sum(m.weight.numel() for m in model.modules() if isinstance(m, nn.Embedding))
 
 
+def inactive_parameters(model: TransformerLM) -> int:
+    """Parameters a token does not pass through: each leaf component's total minus what it declares active."""
+    leaves = [m for _, m in model.components() if not isinstance(m, Block)]
+    return sum(sum(p.numel() for p in m.parameters()) - m.active_parameters() for m in leaves)
+
+
 def count_parameters(model: nn.Module) -> dict[str, int]:
-    total = sum(p.numel() for p in model.parameters())  # .parameters() yields a tied weight once
-    return {"total": total, "non_embedding": total - embedding_parameters(model)}
+    """total (a tied weight once), non_embedding, and active (what one token passes through, embeddings included)."""
+    total = sum(p.numel() for p in model.parameters())
+    return {"total": total, "non_embedding": total - embedding_parameters(model),
+            "active": total - inactive_parameters(model)}
 
 
 def flops_per_token(model: TransformerLM) -> int:
     """Training FLOPs per token at full context: 3 × forward (backward costs twice the forward), where forward =
-    2·N for the matmuls of the non-embedding parameters and the head, plus each layer's score and value products
-    (`context_flops`: dense 4·T·d, fewer for sparse and linear variants) (PaLM, appendix B)."""
+    2·N for the matmuls of the active non-embedding parameters and the head, plus each layer's score and value
+    products (`context_flops`: dense 4·T·d, fewer for sparse and linear variants) (PaLM, appendix B)."""
     spec = model.spec
-    n = count_parameters(model)["non_embedding"] + spec.vocab_size * spec.d_model  # the head matmul
-    return 6 * n + 3 * sum(block.attn.context_flops(spec.block_size) for block in model.blocks)
+    counts = count_parameters(model)
+    active_non_embedding = counts["non_embedding"] - (counts["total"] - counts["active"])
+    n = active_non_embedding + spec.vocab_size * spec.d_model  # the head matmul
+    attention = [m for _, m in model.components() if isinstance(m, Attention)]
+    return 6 * n + 3 * sum(layer.context_flops(spec.block_size) for layer in attention)

@@ -17,9 +17,7 @@ from typing import Any
 import yaml
 from omegaconf import DictConfig, OmegaConf
 
-# Keys that say where or how a run is recorded (or inject test faults), not what it computes: left out of the
-# config hash, so a rerun with other logging, or without an injected fault, continues the same run.
-_UNHASHED_KEYS = ("out_dir", "logger", "device", "resume", "study", "sweep", "debug")
+from ablate.spec import RECORDING_ONLY, TARGET_KEY
 
 
 def atomic_write(path: Path, text: str) -> None:
@@ -36,11 +34,19 @@ def atomic_write(path: Path, text: str) -> None:
 
 
 def config_hash(cfg: DictConfig) -> str:
-    """A hash of the resolved config minus output/logging keys: equal hashes mean the same computation."""
+    """A hash of the resolved config minus the recording-only keys and the options' classes (an option is its
+    name and knobs): equal hashes mean the same computation."""
     container = OmegaConf.to_container(cfg, resolve=True)
-    for key in _UNHASHED_KEYS:
-        container.pop(key, None)
-    container.get("data", {}).pop("cache_dir", None)
+    for key in RECORDING_ONLY:
+        *parents, last = key.split(".")
+        node = container
+        for parent in parents:
+            node = node.get(parent, {}) if isinstance(node, dict) else {}
+        if isinstance(node, dict):
+            node.pop(last, None)
+    for node in container.values():
+        if isinstance(node, dict):
+            node.pop(TARGET_KEY, None)
     return hashlib.sha256(json.dumps(container, sort_keys=True).encode()).hexdigest()[:16]
 
 

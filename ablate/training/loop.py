@@ -20,7 +20,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from ablate.data import load_tokens
 from ablate.model import TransformerLM, count_parameters, flops_per_token
-from ablate.spec import FAMILIES, ModelSpec, TrainSpec, validate
+from ablate.config import choices, validate
+from ablate.spec import FAMILIES, RECORDING_ONLY, TARGET_KEY, ModelSpec, TrainSpec, key_in
 from ablate.track import RunFiles, config_hash, make_logger
 from ablate.training.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from ablate.training.device import autocast, peak_flops, pick_device
@@ -31,27 +32,19 @@ from ablate.training.sample import generate
 log = logging.getLogger(__name__)
 
 
-def choices(cfg: DictConfig) -> dict[str, str]:
-    """The option picked in each component group, e.g. {"attention": "gqa", ...}."""
-    return {family: str(cfg[family].name) for family in FAMILIES}
-
-
 def wandb_config(cfg: DictConfig) -> dict[str, Any]:
     """The config for W&B: each group's choice as a top-level string key (dashboards can "group by attention"),
     the choices' knobs under `knobs`, everything else as it is."""
     container = OmegaConf.to_container(cfg, resolve=True)
-    knobs = {family: {k: v for k, v in container.pop(family).items() if k != "name"} for family in FAMILIES}
+    knobs = {family: {k: v for k, v in container.pop(family).items() if k not in ("name", TARGET_KEY)}
+             for family in FAMILIES}
     return {**container, **choices(cfg), "knobs": knobs}
-
-
-# Overrides that change where or how a run is recorded, not what it computes: left out of its name.
-_UNNAMED = ("logger", "out_dir", "device", "hydra", "study", "sweep", "resume")
 
 
 def run_name(overrides: list[str]) -> str:
     """The W&B run name: the job's overrides, sorted, e.g. `attention=gqa,pos_enc=rope,seed=1`."""
     kept = (o.lstrip("+~") for o in overrides)
-    return ",".join(sorted(o for o in kept if o.split("=")[0].split(".")[0] not in _UNNAMED)) or "defaults"
+    return ",".join(sorted(o for o in kept if not key_in(o.split("=")[0], RECORDING_ONLY))) or "defaults"
 
 
 @torch.no_grad()
@@ -297,9 +290,9 @@ def _run(
         return
     summary["status"] = "completed"
     checkpoint(total_steps, tokens, train_time)
-    if tspec.sample_tokens:
-        prompt = data.tokenizer.encode(tspec.sample_prompt).tolist()
-        ids = generate(model, prompt, tspec.sample_tokens, tspec.sample_temperature, tspec.sample_top_p,
+    if tspec.sample.tokens:
+        prompt = data.tokenizer.encode(tspec.sample.prompt).tolist()
+        ids = generate(model, prompt, tspec.sample.tokens, tspec.sample.temperature, tspec.sample.top_p,
                        seed=int(cfg.seed))
         text = data.tokenizer.decode(ids)
         files.write_text("sample.txt", text)

@@ -27,7 +27,7 @@ def make_optimizer(model: nn.Module, spec: TrainSpec, device: str) -> torch.opti
     return torch.optim.AdamW(
         parameter_groups(model, spec.weight_decay),
         lr=spec.lr,
-        betas=(spec.beta1, spec.beta2),
+        betas=tuple(spec.betas),
         fused=device.startswith("cuda"),
     )
 

@@ -11,7 +11,7 @@ import torch
 import ablate
 from ablate.data import check_data_config, load_tokens
 from ablate.data.mqar import IGNORE_INDEX, distinct_per_row, multiquery_ar
-from ablate.spec import validate
+from ablate.config import validate
 
 
 @pytest.fixture(scope="module")

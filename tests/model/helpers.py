@@ -8,11 +8,21 @@ import math
 import torch
 
 import ablate
-from ablate.model import REGISTRIES
+from ablate.components import option, option_names
 from ablate.spec import Choice, ModelSpec
 
 DTYPE = torch.float64
 TOL = dict(atol=1e-10, rtol=1e-10)  # float64 references: agreement to ~1e-10 means the same computation
+
+
+def choice(family: str, name: str, knobs: dict | None = None) -> Choice:
+    """The option `name` of `family` as its YAML defines it (class and knobs), with `knobs` set on top."""
+    found = option(family, name)
+    return Choice(name, {**found.knobs, **(knobs or {})}, found.target)
+
+
+def option_class(family: str, name: str) -> type:
+    return choice(family, name).cls
 
 
 def make_spec(
@@ -37,11 +47,11 @@ def make_spec(
         n_layers=n_layers,
         n_heads=n_heads,
         block_size=block_size,
-        pos_enc=Choice(pos_enc, dict(pos_enc_knobs or {})),
-        attention=Choice(attention, dict(attention_knobs or {})),
-        ffn=Choice(ffn, {}),
-        norm=Choice(norm, {}),
-        placement=Choice(placement, {}),
+        pos_enc=choice("pos_enc", pos_enc, pos_enc_knobs),
+        attention=choice("attention", attention, attention_knobs),
+        ffn=choice("ffn", ffn),
+        norm=choice("norm", norm),
+        placement=choice("placement", placement),
         dropout=dropout,
         bias=bias,
         seed=seed,
@@ -50,8 +60,8 @@ def make_spec(
 
 def build_layer(spec: ModelSpec, layer: int = 0):
     """The attention layer and positional encoding of `spec`, in float64, eval mode, random biases/tables."""
-    attention = REGISTRIES["attention"].get(spec.attention.name)(spec, layer, **spec.attention.knobs)
-    pos = REGISTRIES["pos_enc"].get(spec.pos_enc.name)(spec, **spec.pos_enc.knobs)
+    attention = spec.attention.build(spec, layer)
+    pos = spec.pos_enc.build(spec)
     for module in (attention, pos):
         module.to(DTYPE).eval()
         for p in module.parameters():  # not the zero/one inits: every weight must matter
@@ -116,8 +126,8 @@ SPARSE_AT_TINY = {
 def allowed_pairs() -> list[tuple[str, str]]:
     """(pos_enc, attention) pairs that spec validation accepts, from the classes' own declarations."""
     pairs = []
-    for pe in REGISTRIES["pos_enc"].names():
-        for at in REGISTRIES["attention"].names():
-            if REGISTRIES["pos_enc"].get(pe).acts_on in REGISTRIES["attention"].get(at).supports:
+    for pe in option_names("pos_enc"):
+        for at in option_names("attention"):
+            if option_class("pos_enc", pe).acts_on in option_class("attention", at).supports:
                 pairs.append((pe, at))
     return pairs

@@ -7,7 +7,7 @@ import itertools
 
 import pytest
 
-from ablate.model import REGISTRIES
+from ablate.components import option_names
 
 from .helpers import SPARSE_AT_TINY, allowed_pairs, assert_causal
 from .test_core_variants import CORE_PAIRS
@@ -18,7 +18,7 @@ PAIRS = [pair for pair in allowed_pairs() if pair not in CORE_PAIRS]
 def test_every_pair_is_decided():
     """Each pair is causality-tested (here or in the core tests) or rejected by validation (test_validation.py):
     the only rejected pairs are score biases with linear attention."""
-    everything = set(itertools.product(REGISTRIES["pos_enc"].names(), REGISTRIES["attention"].names()))
+    everything = set(itertools.product(option_names("pos_enc"), option_names("attention")))
     rejected = everything - set(PAIRS) - set(CORE_PAIRS)
     assert rejected == {("relative", "linear"), ("alibi", "linear")}
 

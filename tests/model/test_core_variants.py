@@ -11,8 +11,8 @@ import torch
 import torch.nn.functional as F
 
 import ablate
-from ablate.model import REGISTRIES, count_parameters
-from ablate.spec import model_spec
+from ablate.model import count_parameters
+from ablate.config import model_spec
 
 from .helpers import DTYPE, TOL, assert_causal, build_layer, make_spec, mha_projections, reference_softmax_attention
 
@@ -121,7 +121,7 @@ def test_parameter_count_matches_formula(model, attention, ffn, norm, pos_enc):
 def test_gated_ffn_within_two_percent_of_relu_mlp(model, gated):
     def ffn_params(name):
         spec = model_spec(ablate.compose([f"model={model}", f"ffn={name}"]), vocab_size=256)
-        return sum(p.numel() for p in REGISTRIES["ffn"].get(name)(spec, **spec.ffn.knobs).parameters())
+        return sum(p.numel() for p in spec.ffn.build(spec).parameters())
 
     assert abs(ffn_params(gated) / ffn_params("relu") - 1) <= 0.02
 
@@ -160,5 +160,5 @@ def test_activations_of_non_gated_mlps():
     x = torch.randn(3, 64)
     for name, act in (("relu", F.relu), ("gelu", F.gelu), ("silu", F.silu)):
         spec = model_spec(ablate.compose(["model=tiny", f"ffn={name}"]), vocab_size=256)
-        mlp = REGISTRIES["ffn"].get(name)(spec)
+        mlp = spec.ffn.build(spec)
         torch.testing.assert_close(mlp(x), act(x @ mlp.up.weight.T) @ mlp.down.weight.T)

@@ -6,15 +6,14 @@ import torch
 import torch.nn.functional as F
 
 import ablate
-from ablate.model import REGISTRIES
-from ablate.spec import model_spec
+from ablate.config import model_spec
 
 from .helpers import DTYPE, TOL
 
 
 def _ffn(name: str, model: str = "tiny"):
     spec = model_spec(ablate.compose([f"model={model}", f"ffn={name}"]), vocab_size=256)
-    return REGISTRIES["ffn"].get(name)(spec, **spec.ffn.knobs).to(DTYPE)
+    return spec.ffn.build(spec).to(DTYPE)
 
 
 def test_geglu_is_gelu_gated_and_sized_like_swiglu():

@@ -11,21 +11,20 @@ import torch
 import torch.nn.functional as F
 
 import ablate
-from ablate.model import REGISTRIES
+from ablate.components import option_names
+from ablate.spec import FAMILIES
 
-from .helpers import SPARSE_AT_TINY
+from .helpers import SPARSE_AT_TINY, option_class
 
-GROUPS = ("pos_enc", "attention", "ffn", "norm", "placement", "dropout")
-OPTIONS = {g: REGISTRIES[g].names() for g in GROUPS if g != "dropout"} | {
-    "dropout": sorted(p.stem for p in (ablate.CONF_DIR / "dropout").glob("*.yaml"))
-}
+GROUPS = FAMILIES
+OPTIONS = {g: option_names(g) for g in GROUPS}
 
 
 def allowed(config: dict) -> bool:
     """The only cross-group constraint: pos_enc × attention support (see Attention.supports)."""
     if "pos_enc" in config and "attention" in config:
-        acts_on = REGISTRIES["pos_enc"].get(config["pos_enc"]).acts_on
-        return acts_on in REGISTRIES["attention"].get(config["attention"]).supports
+        acts_on = option_class("pos_enc", config["pos_enc"]).acts_on
+        return acts_on in option_class("attention", config["attention"]).supports
     return True
 
 

@@ -7,7 +7,8 @@ import logging
 import pytest
 
 import ablate
-from ablate.spec import SpecError, validate
+from ablate.config import validate
+from ablate.spec import SpecError
 
 BAD = [
     (["attention=local", "attention.window=0"], "attention.window=0 must be an integer >= 1"),

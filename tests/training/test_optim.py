@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 import ablate
-from ablate.spec import train_spec
+from ablate.config import train_spec
 from ablate.training.optim import lr_at, parameter_groups
 from ablate.training.sample import generate, top_p_filter
 

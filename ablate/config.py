@@ -1,0 +1,210 @@
+"""The config layer: compose → typed specs (OmegaConf.structured, nothing copied by hand) → `validate`.
+
+`validate` rejects every problem it finds, one line each naming the field and the fix, before any directory,
+cache, model or W&B run exists. Component knobs are checked against the option class's own signature, then
+by the class's `check`.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
+
+from ablate.components import FAMILY_BASES
+from ablate.components.options import CONF_DIR
+from ablate.data import check_data_config, vocab_size_of_config
+from ablate.spec import (
+    COMPONENT_FAMILIES,
+    FAMILIES,
+    TARGET_KEY,
+    Choice,
+    ModelConfig,
+    ModelSpec,
+    SpecError,
+    TrainSpec,
+)
+
+DEVICES = ("auto", "cpu", "cuda", "mps")
+
+
+def compose(overrides: list[str] | None = None) -> DictConfig:
+    """The config `python -m ablate.run <overrides>` would run."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        return hydra_compose(config_name="config", overrides=list(overrides or []))
+
+
+def choices(cfg: DictConfig) -> dict[str, str]:
+    """The option picked in each component group, e.g. {"attention": "gqa", ...}."""
+    return {family: str(cfg[family].name) for family in FAMILIES}
+
+
+def choice(node: Any) -> Choice:
+    """A family's config node as a Choice: `name`, `_target_`, and everything else as knobs."""
+    knobs = OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else dict(node)
+    name = str(knobs.pop("name"))
+    return Choice(name, knobs, knobs.pop(TARGET_KEY, None))
+
+
+def structured(schema: type, node: Any, where: str) -> Any:
+    """`node` checked against the dataclass `schema` (unknown keys, types), as an instance of it."""
+    try:
+        merged = OmegaConf.merge(OmegaConf.structured(schema), node)
+        return OmegaConf.to_object(merged)
+    except OmegaConfBaseException as e:
+        raise SpecError([_schema_problem(e, where, schema)]) from None
+
+
+def _schema_problem(e: OmegaConfBaseException, where: str, schema: type) -> str:
+    key = f"{where}.{e.full_key}" if getattr(e, "full_key", None) else where
+    if isinstance(e, ConfigKeyError):
+        allowed = ", ".join(schema.__dataclass_fields__)
+        return f"{key} is not a key of {where}; its keys are: {allowed}"
+    return f"{key}: {str(e.msg).splitlines()[0] if hasattr(e, 'msg') else e}"
+
+
+def model_spec(cfg: DictConfig, vocab_size: int | None = None) -> ModelSpec:
+    dims = vars(structured(ModelConfig, cfg.model, "model"))
+    dims.pop("name")
+    return ModelSpec(
+        vocab_size=vocab_size if vocab_size is not None else vocab_size_of_config(cfg.data, cfg.tokenizer),
+        **dims,
+        **{family: choice(cfg[family]) for family in COMPONENT_FAMILIES},
+        dropout=float(cfg.dropout.p),
+        seed=int(cfg.seed),
+    )
+
+
+def train_spec(cfg: DictConfig) -> TrainSpec:
+    return structured(TrainSpec, cfg.train, "train")
+
+
+def _check_dims(spec: ModelSpec) -> list[str]:
+    problems = [f"model.{name}={getattr(spec, name)} must be a positive integer"
+                for name in ("d_model", "n_layers", "n_heads", "block_size", "vocab_size") if getattr(spec, name) < 1]
+    if not problems and spec.d_model % spec.n_heads:
+        heads = [h for h in range(1, spec.d_model + 1) if spec.d_model % h == 0 and h <= 64]
+        problems.append(f"model.d_model={spec.d_model} must be divisible by model.n_heads={spec.n_heads}; "
+                        f"pick n_heads from {heads}")
+    if not 0.0 <= spec.dropout < 1.0:
+        problems.append(f"dropout.p={spec.dropout} must be in [0, 1)")
+    if not math.isfinite(spec.init_std) or spec.init_std <= 0:
+        problems.append(f"model.init_std={spec.init_std} must be a finite number > 0")
+    return problems
+
+
+def component_class(family: str, option: Choice) -> type:
+    """The option's class, or SpecError if its `_target_` is missing, not importable or not of this family."""
+    base = FAMILY_BASES[family]
+    contract = f"a subclass of ablate.components.{base.__name__}"
+    if not option.target:
+        raise SpecError([f"{family}={option.name} names no class: add `_target_: <module>.<Class>` ({contract}) "
+                         f"to its YAML"])
+    try:
+        cls = option.cls
+    except Exception as e:  # noqa: BLE001 - any import problem is the user's to see, in one line
+        raise SpecError([f"{family}={option.name}: _target_ {option.target} cannot be imported "
+                         f"({type(e).__name__}: {e}); check the module is on PYTHONPATH"]) from None
+    if not (isinstance(cls, type) and issubclass(cls, base)):
+        raise SpecError([f"{family}={option.name}: _target_ {option.target} is not {contract}; "
+                         f"derive it from ablate.components.{base.__name__}"])
+    return cls
+
+
+def _filled(family: str, option: Choice, cls: type) -> Choice:
+    """The option with its knobs type-checked against the class signature and every default filled in."""
+    schema = cls.knob_schema()
+    unknown = [k for k in option.knobs if k not in schema.__dataclass_fields__]
+    if unknown:
+        allowed = ", ".join(schema.__dataclass_fields__) or "none"
+        raise SpecError([f"{family}.{k} is not a knob of {family}={option.name}; its knobs are: {allowed}"
+                         for k in unknown])
+    knobs = vars(structured(schema, option.knobs, family))
+    return Choice(option.name, knobs, option.target)
+
+
+def _check_components(spec: ModelSpec) -> tuple[ModelSpec, list[str]]:
+    problems: list[str] = []
+    classes, filled = {}, {}
+    for family in COMPONENT_FAMILIES:
+        option = getattr(spec, family)
+        try:
+            classes[family] = cls = component_class(family, option)
+            filled[family] = _filled(family, option, cls)
+        except SpecError as e:
+            problems += e.problems
+    spec = ModelSpec(**{**vars(spec), **filled})
+    for family, option in filled.items():
+        problems += classes[family].check(spec, option.knobs)
+    if "pos_enc" in classes and "attention" in classes:
+        acts_on, attention = classes["pos_enc"].acts_on, classes["attention"]
+        if acts_on not in attention.supports:
+            problems.append(
+                f"pos_enc={spec.pos_enc.name} cannot be used with attention={spec.attention.name}: "
+                f"{attention.unsupported_reason.get(acts_on, 'not supported')}; choose another pos_enc or attention"
+            )
+    return spec, problems
+
+
+def _check_train(t: TrainSpec) -> list[str]:
+    problems = []
+    positive = {"batch_size": t.batch_size, "eval_every": t.eval_every, "eval_batches": t.eval_batches,
+                "log_every": t.log_every}
+    problems += [f"train.{name}={value} must be > 0" for name, value in positive.items() if value <= 0]
+    if not (math.isfinite(t.lr) and t.lr > 0):
+        problems.append(f"train.lr={t.lr} must be > 0 and finite")
+    for name in ("max_steps", "max_tokens", "checkpoint_every"):
+        value = getattr(t, name)
+        if value is not None and value <= 0:
+            problems.append(f"train.{name}={value} must be > 0 (or null)")
+    if "cpu" not in t.steps_by_device:
+        problems.append("train.steps_by_device needs a `cpu` entry (the fallback budget)")
+    if not 0.0 <= t.min_lr_ratio <= 1.0:
+        problems.append(f"train.min_lr_ratio={t.min_lr_ratio} must be in [0, 1]")
+    if not 0.0 <= t.warmup_fraction < 1.0:
+        problems.append(f"train.warmup_fraction={t.warmup_fraction} must be in [0, 1)")
+    if not (math.isfinite(t.weight_decay) and t.weight_decay >= 0):
+        problems.append(f"train.weight_decay={t.weight_decay} must be a finite number >= 0")
+    if len(t.betas) != 2 or not all(0.0 <= b < 1.0 for b in t.betas):
+        problems.append(f"train.betas={list(t.betas)} must be two numbers in [0, 1), e.g. [0.9, 0.95]")
+    if not t.grad_clip >= 0:
+        problems.append(f"train.grad_clip={t.grad_clip} must be >= 0 (0 turns clipping off)")
+    s = t.sample
+    if not (s.tokens >= 0 and s.temperature >= 0 and 0 < s.top_p <= 1):
+        problems.append("train.sample needs tokens >= 0, temperature >= 0 and 0 < top_p <= 1")
+    return problems
+
+
+def validate(cfg: DictConfig) -> tuple[ModelSpec, TrainSpec]:
+    """Turn a composed config into specs, or raise SpecError listing every problem (one line each)."""
+    problems: list[str] = []
+    mspec = tspec = None
+    try:
+        mspec = model_spec(cfg)
+    except SpecError as e:
+        problems += e.problems
+    except (KeyError, ValueError) as e:
+        problems.append(str(e.args[0]) if e.args else repr(e))
+    if mspec is not None:
+        problems += _check_dims(mspec)
+        if not problems:
+            mspec, component_problems = _check_components(mspec)
+            problems += component_problems
+    try:
+        tspec = train_spec(cfg)
+        problems += _check_train(tspec)
+    except SpecError as e:
+        problems += e.problems
+    device = str(cfg.device)
+    if device not in DEVICES and not device.startswith("cuda:"):
+        problems.append(f"device={device} is not one of auto, cpu, cuda, cuda:N, mps")
+    if mspec is not None:
+        problems += check_data_config(cfg.data, cfg.tokenizer, mspec.block_size)
+    if problems:
+        raise SpecError(problems)
+    return mspec, tspec
