@@ -9,9 +9,13 @@ Public API (stable names):
 
 from __future__ import annotations
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from ablate.components.options import CONF_DIR
+from ablate.naming import job_dirname
+
+# conf/config.yaml names sweep job dirs with it (`${ablate_job_dir:${hydra:overrides.task}}`)
+OmegaConf.register_new_resolver("ablate_job_dir", job_dirname, replace=True)
 
 __all__ = ["compose", "build_model", "train", "load_run", "CONF_DIR"]
 

@@ -49,11 +49,11 @@ class Choice:
 
     @property
     def cls(self) -> type:
-        from hydra.utils import get_class
+        from hydra.utils import get_object
 
         if self.target is None:
             raise ValueError(f"option {self.name} names no class (`_target_`)")
-        return get_class(self.target)
+        return get_object(self.target)
 
     def build(self, *args: Any) -> Any:
         return self.cls(*args, **self.knobs)

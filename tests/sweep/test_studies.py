@@ -10,9 +10,12 @@ import sys
 import pytest
 
 import ablate
+from ablate.components import option_names
 from ablate.sweep.plan import plan
+from ablate.sweep.sweeper import load_study
 
-STUDY_OPTIONS = {
+# The options of the studies this project grew from (DESIGN.md); each study must run at least these.
+DESIGN_OPTIONS = {
     "pos_enc": ["learned", "none", "sinusoidal", "relative", "rope", "alibi"],
     "attention": ["mha", "mqa", "gqa", "local", "linear", "bigbird", "mla"],
     "ffn": ["relu", "gelu", "swiglu", "silu", "geglu"],
@@ -20,6 +23,9 @@ STUDY_OPTIONS = {
     "placement": ["pre", "post"],
     "dropout": ["on", "off"],
 }
+# Every option found in conf/<family>/, minus what the study itself excludes: nothing here lists options.
+STUDY_OPTIONS = {family: [o for o in option_names(family) if o not in (load_study(family).study.get("exclude") or [])]
+                 for family in DESIGN_OPTIONS}
 PHASES = [  # DESIGN.md: each phase adds one winner
     dict(pos_enc="learned", attention="mha", ffn="relu", placement="pre", norm="layernorm", dropout="on"),
     dict(pos_enc="learned", attention="mla", ffn="relu", placement="pre", norm="layernorm", dropout="on"),
@@ -38,6 +44,8 @@ def test_study_expands_to_its_options_times_seeds(study):
     assert len(jobs) == len(STUDY_OPTIONS[study]) * 3
     assert sorted({o for job in jobs for o in job if o.startswith(f"{study}=")}) == sorted(
         f"{study}={option}" for option in STUDY_OPTIONS[study])
+    assert set(DESIGN_OPTIONS[study]) <= set(STUDY_OPTIONS[study])
+    assert jobs[0][0] == f"{study}={load_study(study).study.baseline}", "the baseline runs first"
     cfg = ablate.compose([f"+study={study}", jobs[-1][0]])
     assert cfg.study.name == study and cfg.study.varies == study
 
