@@ -9,6 +9,8 @@ Public API (stable names):
 
 from __future__ import annotations
 
+import secrets
+
 from omegaconf import DictConfig, OmegaConf
 
 from ablate.components.options import CONF_DIR
@@ -16,6 +18,9 @@ from ablate.naming import job_dirname
 
 # conf/config.yaml names sweep job dirs with it (`${ablate_job_dir:${hydra:overrides.task}}`)
 OmegaConf.register_new_resolver("ablate_job_dir", job_dirname, replace=True)
+# ... and run and sweep dirs with a random suffix, so two started in the same second never share one. Cached in the
+# config (as Hydra's `now` is), so every job of a sweep, in any launcher process, resolves the same sweep dir.
+OmegaConf.register_new_resolver("ablate_unique", lambda: secrets.token_hex(3), use_cache=True, replace=True)
 
 __all__ = ["compose", "build_model", "train", "load_run", "CONF_DIR"]
 

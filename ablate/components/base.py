@@ -51,6 +51,10 @@ class Component:
         """Parameters one token passes through (a mixture of experts: only the routed ones)."""
         return sum(p.numel() for p in self.parameters())
 
+    def compile_kernels(self) -> None:
+        """Swap in compiled kernels (e.g. flex attention). Called once by the trainer's `parallelize` step, so model
+        code never compiles itself; the default has nothing to compile."""
+
     def aux_loss(self) -> torch.Tensor | None:
         """A loss term from the last forward pass (e.g. expert load balancing), added to the training loss and
         logged as `train/aux/<family>`; None when there is none."""

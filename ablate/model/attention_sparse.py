@@ -9,6 +9,7 @@ differentiate through learned biases, so those cases stay on the blockwise path,
 
 from __future__ import annotations
 
+import functools
 import logging
 
 import numpy as np
@@ -22,19 +23,19 @@ log = logging.getLogger(__name__)
 
 MIN_CHUNK = 64  # local attention's query chunk is max(window, MIN_CHUNK): tiny chunks waste time in per-call overhead
 
-_compiled_flex = None
+@functools.cache
+def compiled_flex_attention():
+    """flex_attention compiled once per process and shared by every layer (uncompiled it forms the full score
+    matrix, so the trainer's `parallelize` step swaps this in through `compile_kernels`)."""
+    from torch.nn.attention.flex_attention import flex_attention
+
+    return torch.compile(flex_attention, dynamic=False)
 
 
-def flex_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, block_mask, compiled: bool = True):
-    """flex_attention, compiled once per process (uncompiled it materializes the full score matrix)."""
-    global _compiled_flex
-    from torch.nn.attention.flex_attention import flex_attention as flex
+def eager_flex_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, block_mask=None) -> torch.Tensor:
+    from torch.nn.attention.flex_attention import flex_attention
 
-    if not compiled:
-        return flex(q, k, v, block_mask=block_mask)
-    if _compiled_flex is None:
-        _compiled_flex = torch.compile(flex, dynamic=False)
-    return _compiled_flex(q, k, v, block_mask=block_mask)
+    return flex_attention(q, k, v, block_mask=block_mask)
 
 
 def _pad_time(x: torch.Tensor, length: int) -> torch.Tensor:
@@ -56,11 +57,15 @@ class _SparseAttention(MultiHeadAttention):
     def __init__(self, spec: ModelSpec, layer: int):
         super().__init__(spec, layer)
         self._flex_masks: dict = {}  # (T, device) -> BlockMask, built once per shape
+        self.flex_kernel = eager_flex_attention
+
+    def compile_kernels(self) -> None:
+        self.flex_kernel = compiled_flex_attention()
 
     def _use_flex(self, q: torch.Tensor, pos: PositionalEncoding) -> bool:
         return q.is_cuda and pos.acts_on != "bias" and self.attn_dropout == 0.0
 
-    def flex_attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, compiled: bool = True) -> torch.Tensor:
+    def flex_attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         """q, k, v: (B, H, T, D), already rotated -> (B, H, T, D) through flex attention and the subclass's
         `mask_mod(t, device)` (a flex mask function)."""
         from torch.nn.attention.flex_attention import create_block_mask
@@ -69,7 +74,7 @@ class _SparseAttention(MultiHeadAttention):
         key = (t, q.device)
         if key not in self._flex_masks:
             self._flex_masks[key] = create_block_mask(self.mask_mod(t, q.device), None, None, t, t, device=q.device)
-        return flex_attention(q, k, v, self._flex_masks[key], compiled)
+        return self.flex_kernel(q, k, v, block_mask=self._flex_masks[key])
 
 
 class LocalAttention(_SparseAttention):
