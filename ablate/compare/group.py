@@ -1,27 +1,39 @@
 """Runs → sections (one per study, or per varied factor) → variants (runs that differ only in seed).
 
 With study info in summary.json (`study`, `varies`, `baseline`, `phase`) a section is a study. Without it, the
-varied factor is found from which resolved-config keys differ across runs; when several differ, the runs are read
-as one-factor-at-a-time studies around a reference (each run's differences from it name its section).
+sweep's manifest.json (ablate.sweep.manifest) says which factor(s) it varies and their baseline (an ad-hoc sweep's:
+the first option given). Without either, the varied factor is found from which resolved-config keys differ across
+runs. When several factors vary, the runs are read as one-factor-at-a-time studies around a reference (each run's
+differences from it name its section).
 """
 
 from __future__ import annotations
 
 import re
-from collections import Counter, defaultdict
+from collections import defaultdict
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
+from ablate.compare.keys import (  # noqa: F401  (identity, varied_keys, flatten: the public names of grouping)
+    as_in_runs,
+    config_key,
+    display,
+    flatten,
+    identity,
+    is_knob,
+    key_order,
+    label_of,
+    parse_assignments,
+    reference_of,
+    study_baseline,
+    study_baselines,
+    varied_keys,
+)
 from ablate.compare.load import Run, dedupe
+from ablate.spec import FAMILIES
+from ablate.sweep.manifest import Manifest
 
-FAMILIES = ("pos_enc", "attention", "ffn", "norm", "placement", "dropout")
-# The baseline option of each study (DESIGN.md, "The studies this project grew from").
-DESIGN_BASELINE = {"pos_enc": "learned", "attention": "mha", "ffn": "relu", "norm": "layernorm",
-                   "placement": "pre", "dropout": "on"}
-# Config keys that say where/how a run is recorded, which study filed it, or which repeat it is — not what is
-# compared. data.seed is a repeat like seed; debug.* is fault injection (an injected NaN is a diverged seed).
-IGNORED_PREFIXES = ("out_dir", "device", "logger", "hydra", "seed", "data.seed", "data.cache_dir", "debug", "study",
-                    "sweep", "resume")
 PHASES_TITLE = "phases"
 
 
@@ -41,108 +53,24 @@ class Section:
         return re.sub(r"[^A-Za-z0-9_.-]+", "_", self.title).strip("_") or "runs"
 
 
-def flatten(config: dict[str, Any], prefix: str = "") -> dict[str, str]:
-    flat: dict[str, str] = {}
-    for key, value in config.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict):
-            flat.update(flatten(value, f"{name}."))
-        else:
-            flat[name] = str(value)
-    return flat
-
-
-def identity(run: Run) -> dict[str, str]:
-    """What the run computes, as flat `key: value` (family options as `<family>.name`)."""
-    if run.config:
-        flat = flatten(run.config)
-    else:  # no config.yaml: the choices the summary carries
-        flat = {f"{f}.name": str(run.summary[f]) for f in FAMILIES if f in run.summary}
-        flat.update({f"{k}.name": str(run.summary[k]) for k in ("model", "data") if k in run.summary})
-    return {k: v for k, v in flat.items() if not _ignored(k)}
-
-
-def _ignored(key: str) -> bool:
-    return any(key == p or key.startswith(p + ".") for p in IGNORED_PREFIXES)
-
-
-def display(key: str) -> str:
-    return key.removesuffix(".name")
-
-
-def config_key(name: str, known: set[str]) -> str:
-    """`attention` → `attention.name` (a config group's option); other keys unchanged."""
-    return f"{name}.name" if f"{name}.name" in known or name in FAMILIES else name
-
-
-def varied_keys(identities: list[dict[str, str]]) -> list[str]:
-    """Keys whose value differs across runs. A group's own knobs (attention.n_kv_heads) count only when they
-    differ between runs of the same option: otherwise the option's name already says it."""
-    keys = sorted({k for ident in identities for k in ident})
-    varied = [k for k in keys if len({ident.get(k) for ident in identities}) > 1]
-    kept = []
-    for key in varied:
-        parent = key.rsplit(".", 1)[0] if "." in key else None
-        parent_name = f"{parent}.name"
-        if parent and key != parent_name and parent_name in keys:
-            by_option = defaultdict(set)
-            for ident in identities:
-                by_option[ident.get(parent_name)].add(ident.get(key))
-            if all(len(values) == 1 for values in by_option.values()):
-                continue
-        kept.append(key)
-    return sorted(kept, key=_key_order)
-
-
-def _key_order(key: str) -> tuple[int, str]:
-    family = key.split(".", 1)[0]
-    return (FAMILIES.index(family) if family in FAMILIES else len(FAMILIES), key)
-
-
-def label_of(ident: dict[str, str], keys: list[str]) -> str:
-    if len(keys) == 1 and keys[0].endswith(".name"):
-        return ident.get(keys[0], "-")
-    parts = [f"{display(k)}={ident[k]}" for k in keys if k in ident]
-    return ", ".join(parts) or "all runs"
-
-
-def study_baseline(summary: dict[str, Any]) -> dict[str, str]:
-    """A study's baseline as summary.json states it: an option of the factor it varies (`baseline: mha`,
-    `varies: attention`), or assignments ({family: option}, "k=v,k2=v2", ["k=v", ...])."""
-    spec, varies = summary.get("baseline"), summary.get("varies")
-    if spec is None:
-        return {}
-    if isinstance(varies, str) and not isinstance(spec, (dict, list, tuple)) and "=" not in str(spec):
-        return {varies: str(spec)}
-    return parse_assignments(spec)
-
-
-def parse_assignments(spec: Any) -> dict[str, str]:
-    """{family: option}, "k=v,k2=v2", or ["k=v", ...] as {key: value}."""
-    if isinstance(spec, dict):
-        return {str(k): str(v) for k, v in spec.items()}
-    items = spec if isinstance(spec, (list, tuple)) else str(spec).split(",") if spec else []
-    pairs = {}
-    for item in items:
-        if "=" in str(item):
-            key, value = str(item).split("=", 1)
-            pairs[key.strip().lstrip("+~")] = value.strip()
-    return pairs
-
-
 def group_runs(runs: list[Run], baseline_flags: dict[str, str] | None = None) -> list[Section]:
-    """Sections in a stable order: the DESIGN studies first, then phases, then anything else."""
+    """Sections in a stable order: the component studies first, then phases, then anything else."""
     flags = dict(baseline_flags or {})
     by_study: dict[str, list[Run]] = defaultdict(list)
+    by_manifest: dict[Any, list[Run]] = defaultdict(list)  # one ad-hoc sweep each
     unlabelled = []
     for run in runs:
         # a run that knows its phase but not its study belongs to the phases study
         study = run.summary.get("study") or (PHASES_TITLE if "phase" in run.summary else None)
         if study:
             by_study[str(study)].append(run)
+        elif run.manifest is not None:
+            by_manifest[run.manifest_path or id(run.manifest)].append(run)
         else:
             unlabelled.append(run)
     sections = [_study_section(name, members, runs, flags) for name, members in by_study.items()]
+    for members in by_manifest.values():
+        sections += _manifest_sections(members, members[0].manifest, members[0].manifest_path, flags)
     if unlabelled:
         sections += _inferred_sections(unlabelled, flags)
     order = {name: i for i, name in enumerate((*FAMILIES, PHASES_TITLE))}
@@ -154,7 +82,7 @@ def _study_section(name: str, runs: list[Run], all_runs: list[Run], flags: dict[
         return _phases_section(name, runs, flags)
     varies = runs[0].summary.get("varies")
     wanted = {}
-    for run in runs:  # the study's own statement of its baseline, then the flags, win over DESIGN defaults
+    for run in runs:  # the study's own statement of its baseline, then the flags, win over conf/study's
         wanted.update(study_baseline(run.summary))
     wanted.update(flags)
     shared = _baseline_runs_elsewhere(runs, all_runs, varies, wanted)
@@ -178,7 +106,7 @@ def _baseline_runs_elsewhere(runs: list[Run], all_runs: list[Run], varies: Any, 
     identities = [identity(r) for r in runs]
     known = {k for ident in identities for k in ident}
     key = config_key(varies, known)
-    option = wanted.get(varies, wanted.get(key, DESIGN_BASELINE.get(varies)))
+    option = wanted.get(varies, wanted.get(key, study_baselines().get(varies)))
     if option is None:
         return []
     group = key.removesuffix(".name") + "." if key.endswith(".name") else None
@@ -266,12 +194,13 @@ def _pick_baseline(section: Section, keys: list[str], wanted: dict[str, str],
         return None, None
     known = set(keys)
     target = {k: v for k, v in (reference or {}).items() if k in known}
-    for name, value in DESIGN_BASELINE.items():
+    for name, value in study_baselines().items():
         if config_key(name, known) in known:
             target.setdefault(config_key(name, known), value)
     for name, value in wanted.items():  # the study's own baseline and --baseline flags win
         if config_key(name, known) in known:
             target[config_key(name, known)] = value
+    target = {k: as_in_runs(v, {ident.get(k) for ident in section.choices.values()}) for k, v in target.items()}
     if not target:
         first = min(section.variants)
         return first, (f"no known baseline for {', '.join(section.factors)}: using {first} "
@@ -288,52 +217,93 @@ def _pick_baseline(section: Section, keys: list[str], wanted: dict[str, str],
 
 
 def _inferred_sections(runs: list[Run], flags: dict[str, str]) -> list[Section]:
+    """Runs with neither study info nor a manifest: the varied factors are found from the configs."""
     identities = [identity(r) for r in runs]
     keys = varied_keys(identities)
-    top = [k for k in keys if not _is_knob(k, identities)]
+    top = [k for k in keys if not is_knob(k, identities)]
     if len(top) <= 1:
         section = _section(display(top[0]) if top else "all runs", runs, flags)
         found = f"the varied factor ({display(top[0])}) was" if top else "nothing but the seed was"
         section.notes.append(f"no study info in summary.json: {found} found by comparing the configs")
         return [section]
-    reference = _reference(top, identities, flags)
-    parts: dict[tuple[str, ...], list[Run]] = defaultdict(list)
-    base_runs = []
-    for run, ident in zip(runs, identities):
-        differs = tuple(display(k) for k in top if ident.get(k) != reference[k])
-        (parts[differs] if differs else base_runs).append(run)
-    sections = []
-    single = {d: members for d, members in parts.items() if len(d) == 1}
-    combos = [run for d, members in parts.items() if len(d) > 1 for run in members]
-    for (factor,), members in single.items():
-        sections.append(_section(factor, base_runs + members, flags, reference=reference))
-    if combos:
-        sections.append(_section("combinations", base_runs + combos, flags, reference=reference))
-    if not sections:  # only reference runs
-        sections.append(_section("all runs", base_runs, flags))
+    reference = reference_of(top, identities, flags)
+    sections = _partition(runs, identities, top, reference, flags)
     ref_text = ", ".join(f"{display(k)}={v}" for k, v in reference.items())
     for section in sections:
         section.notes.append(f"no study info in summary.json: grouped by what differs from ({ref_text})")
     return sections
 
 
-def _is_knob(key: str, identities: list[dict[str, str]]) -> bool:
-    """attention.n_kv_heads is a knob of the attention option; the partition into studies goes by options."""
-    parent = key.rsplit(".", 1)[0] if "." in key else None
-    return bool(parent) and key != f"{parent}.name" and any(f"{parent}.name" in i for i in identities)
+def _partition(runs: list[Run], identities: list[dict[str, str]], top: list[str], reference: dict[str, str],
+               flags: dict[str, str], titles: dict[str, str] | None = None) -> list[Section]:
+    """One-factor-at-a-time sections around `reference`: a run that differs from it in one factor goes to that
+    factor's section, in several to `combinations`; the reference runs are the baseline of every section."""
+    titles = titles or {}
+    parts: dict[tuple[str, ...], list[Run]] = defaultdict(list)
+    base_runs = []
+    for run, ident in zip(runs, identities):
+        differs = tuple(k for k in top if ident.get(k) != reference[k])
+        (parts[differs] if differs else base_runs).append(run)
+    sections = []
+    single = {d: members for d, members in parts.items() if len(d) == 1}
+    combos = [run for d, members in parts.items() if len(d) > 1 for run in members]
+    for (key,), members in single.items():
+        title = titles.get(key, display(key))
+        sections.append(_section(title, base_runs + members, flags, reference=reference))
+    if combos:
+        sections.append(_section("combinations", base_runs + combos, flags, reference=reference))
+    if not sections:  # only reference runs
+        sections.append(_section("all runs", base_runs, flags))
+    return sections
 
 
-def _reference(keys: list[str], identities: list[dict[str, str]], flags: dict[str, str]) -> dict[str, str]:
-    """Per key: the --baseline value, else the DESIGN baseline when some run has it, else the commonest value."""
-    reference = {}
-    wanted = {config_key(k, set(keys)): v for k, v in flags.items()}
-    for key in keys:
-        values = Counter(ident.get(key) for ident in identities)
-        design = DESIGN_BASELINE.get(display(key))
-        if key in wanted:
-            reference[key] = wanted[key]
-        elif design in values:
-            reference[key] = design
-        else:
-            reference[key] = min(values.items(), key=lambda kv: (-kv[1], str(kv[0])))[0]
-    return reference
+def _manifest_sections(runs: list[Run], manifest: Manifest, path: Path | None, flags: dict[str, str]
+                       ) -> list[Section]:
+    """Runs without study info under a sweep whose manifest.json names what it varies and its baseline: the
+    manifest's factors and baselines, not guesses from the configs (flags still win)."""
+    identities = [identity(r) for r in runs]
+    known = {k for ident in identities for k in ident}
+    declared: dict[str, tuple[str | None, str | None]] = {}  # config key -> (study name, baseline option)
+    for entry in manifest.studies:
+        for name in entry.varies:
+            key = config_key(name, known)
+            if key in known:
+                declared.setdefault(key, (entry.name, entry.baseline.get(name)))
+    source = path or "manifest.json"
+    if not declared:
+        sections = _inferred_sections(runs, flags)
+        for section in sections:
+            section.notes.append(f"{source} names no factor these runs have: ignored")
+        return sections
+    found = [k for k in varied_keys(identities) if not is_knob(k, identities)]
+    top = sorted(set(declared) | set(found), key=key_order)
+    stated = {k: option for k, (_, option) in declared.items() if option is not None}
+    reference = reference_of(top, identities, flags, stated)
+    titles = {k: study or display(k) for k, (study, _) in declared.items()}
+    if len(top) == 1:
+        sections = [_section(titles[top[0]], runs, flags, study=declared[top[0]][0], reference=reference)]
+    else:
+        sections = _partition(runs, identities, top, reference, flags, titles)
+    flagged = {config_key(k, set(top)) for k in flags}
+    undeclared = [display(k) for k in found if k not in declared]
+    for section in sections:
+        section.notes.append(f"no study info in summary.json: what varies and its baseline are from {source}")
+        if undeclared:
+            section.notes.append(f"the sweep's manifest declares it varies {', '.join(display(k) for k in declared)}"
+                                 f"; its runs also differ in {', '.join(undeclared)}")
+        if len(section.variants) < 2:
+            continue
+        keys = [k for k in top if display(k) in section.factors or section.title == titles.get(k)]
+        for key in keys:
+            study, option = declared.get(key, (None, None))
+            if option is None:
+                continue
+            factor = display(key)
+            if key in flagged:
+                section.notes.append(f"baseline {reference[key]}: from --baseline (the sweep's manifest.json "
+                                     f"says {option})")
+                continue
+            origin = f"the baseline of study {study}" if study else "the first option of the sweep"
+            section.notes.append(f"baseline {option}: {origin} (manifest.json); choose another with "
+                                 f"--baseline {factor}=<option>")
+    return sections

@@ -1,7 +1,8 @@
 """Run directories in, `Run` records out. Reads only the files of the run-dir contract (never W&B).
 
 Inputs may be run dirs, sweep dirs (searched recursively for */summary.json) or glob patterns (for shells that
-did not expand them, e.g. a quoted "multirun/**/summary.json").
+did not expand them, e.g. a quoted "multirun/**/summary.json"). Each run also gets the manifest.json of the sweep
+it belongs to, when there is one (the nearest one above it, up to the input folder it was found in).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Any
 
 import yaml
 
+from ablate.sweep.manifest import Manifest, find_manifest, read_manifest
 from ablate.track import files as track_files
 
 # Statuses from best to worst: which copy of a duplicated job to keep.
@@ -29,6 +31,8 @@ class Run:
     summary: dict[str, Any]
     config: dict[str, Any]  # the resolved config.yaml ({} when absent)
     rows: list[dict[str, Any]] = field(default_factory=list)  # metrics.jsonl, numbers as floats (nan kept)
+    manifest: Manifest | None = None  # the sweep's manifest.json, when it has one
+    manifest_path: Path | None = None
 
     @property
     def status(self) -> str:
@@ -80,7 +84,13 @@ def read_metrics(path: Path) -> list[dict[str, Any]]:
 
 def find_run_dirs(inputs: list[str]) -> list[Path]:
     """Every run dir under the inputs, each once, in a stable order."""
-    found: dict[Path, None] = {}
+    return list(_find_with_roots(inputs))
+
+
+def _find_with_roots(inputs: list[str]) -> dict[Path, Path]:
+    """{run dir: the folder a manifest is looked for up to}: the input folder it was found in, else (a run dir or
+    a glob match given itself) its parent."""
+    found: dict[Path, Path] = {}
     for item in inputs:
         path = Path(item)
         if path.exists():
@@ -90,9 +100,10 @@ def find_run_dirs(inputs: list[str]) -> list[Path]:
             if not candidates:
                 raise FileNotFoundError(f"{item}: no such file, directory or glob match")
         for candidate in candidates:
+            root = candidate.resolve() if candidate.is_dir() else candidate.resolve().parent
             for run_dir in _run_dirs_in(candidate):
-                found.setdefault(run_dir.resolve(), None)
-    return list(found)
+                found.setdefault(run_dir.resolve(), root)
+    return found
 
 
 def _run_dirs_in(path: Path) -> list[Path]:
@@ -118,7 +129,18 @@ def _is_run_summary(path: Path) -> bool:
 
 
 def load_runs(inputs: list[str]) -> list[Run]:
-    return [read_run(d) for d in find_run_dirs(inputs)]
+    runs = []
+    manifests: dict[Path, Manifest | None] = {}  # each file read (and a corrupt one reported) once
+    for run_dir, root in _find_with_roots(inputs).items():
+        run = read_run(run_dir)
+        path = find_manifest(run_dir, root)
+        if path is not None:
+            if path not in manifests:
+                manifests[path] = read_manifest(path)
+            if manifests[path] is not None:
+                run.manifest, run.manifest_path = manifests[path], path
+        runs.append(run)
+    return runs
 
 
 def dedupe(runs: list[Run]) -> tuple[list[Run], list[str]]:

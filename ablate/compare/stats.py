@@ -8,6 +8,9 @@ Definitions (also in the README, "Compare runs"):
 - p = two-sided Welch t-test (scipy.stats.ttest_ind, equal_var=False) of the two groups.
 - verdict: `single seed — not conclusive` when either group has fewer than 2 seeds; else `within noise` when
   |Δ| < 2σ or p ≥ 0.05; else `better` (Δ < 0) or `worse` (Δ > 0).
+
+`beyond_noise` is that rule, the one place it is written: the verdict here and the ladder's decision to switch
+(ablate.sweep.ladder, whose --sigmas and --alpha set its two thresholds) both call it, so they cannot disagree.
 """
 
 from __future__ import annotations
@@ -80,9 +83,18 @@ def compare(variant: list[float], baseline: list[float]) -> Comparison:
     return Comparison(delta, pct, sigma, p, verdict(delta, sigma, p, len(variant), len(baseline)))
 
 
+def beyond_noise(delta: float, sigma: float, p: float, sigmas: float = NOISE_SIGMAS, alpha: float = ALPHA) -> bool:
+    """A difference is real only when it is both large against the seed spread (|Δ| ≥ sigmas·σ) and significant
+    (p < alpha): many seeds can make a tiny shift significant, and two seeds can show a wide gap that a t-test
+    cannot confirm. A missing σ or p (nan: fewer than 2 seeds) is never beyond noise."""
+    if math.isnan(delta) or math.isnan(sigma) or math.isnan(p):
+        return False
+    return abs(delta) >= sigmas * sigma and p < alpha
+
+
 def verdict(delta: float, sigma: float, p: float, n_variant: int, n_baseline: int) -> str:
     if n_variant < 2 or n_baseline < 2:
         return SINGLE
-    if abs(delta) < NOISE_SIGMAS * sigma or p >= ALPHA:
+    if not beyond_noise(delta, sigma, p):
         return NOISE
     return BETTER if delta < 0 else WORSE

@@ -1,9 +1,11 @@
 """The automatic "putting everything together" ladder.
 
 Runs one-factor studies in order. After each, the option with the lowest mean final val loss over seeds replaces
-the current choice only if it beats it by more than the seed noise (default: margin > 2 × pooled std, with at least
-2 seeds on each side); otherwise the current choice stays and the log says why. Every decision is written to
-ladder.json as soon as it is made, so re-running the same command picks up where it stopped (finished jobs are
+the current choice only if it beats it beyond the seed noise, by the rule the comparison report's verdict uses
+(ablate.compare.stats.beyond_noise: margin ≥ 2 × pooled std and Welch p < 0.05), with at least 2 completed seeds on
+each side; otherwise the current choice stays and the log says why. The factor a study varied and its options are
+read from its sweep's manifest.json (conf/study/<study>.yaml when the sweep wrote none). Every decision is written
+to ladder.json as soon as it is made, so re-running the same command picks up where it stopped (finished jobs are
 skipped by the trainer, a study already decided is not re-decided).
 
     python -m ablate.ladder --studies attention,pos_enc,placement,ffn,dropout --seeds 0,1,2 -- model=tiny
@@ -16,6 +18,7 @@ import json
 import math
 import subprocess
 import sys
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from statistics import mean
@@ -23,8 +26,9 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
-from ablate.compare.stats import pooled_std, welch_p
+from ablate.compare.stats import ALPHA, NOISE_SIGMAS, beyond_noise, pooled_std, welch_p
 from ablate.spec import FAMILIES
+from ablate.sweep.manifest import StudyEntry, read_manifest
 from ablate.sweep.report import collect_summaries
 from ablate.sweep.sweeper import STUDY_DIR
 from ablate.track import atomic_write
@@ -34,8 +38,9 @@ DEFAULT_STUDIES = ("attention", "pos_enc", "placement", "ffn", "dropout")  # the
 
 @dataclass(frozen=True)
 class NoiseRule:
-    sigmas: float = 2.0  # a switch needs margin > sigmas × pooled std
+    sigmas: float = NOISE_SIGMAS  # a switch needs margin ≥ sigmas × pooled std
     min_seeds: int = 2  # ... and at least this many completed seeds for both options
+    alpha: float = ALPHA  # ... and Welch p < alpha
 
 
 @dataclass
@@ -50,6 +55,8 @@ class Decision:
     seeds: dict[str, int]  # completed seeds per option
     means: dict[str, float]
     reason: str
+    factor: str | None = None  # the config group the study varied
+    source: str | None = None  # where the factor was read: the sweep's manifest.json or conf/study/<study>.yaml
 
 
 def decide(study: str, current: str, losses: dict[str, list[float]], rule: NoiseRule) -> Decision:
@@ -70,12 +77,18 @@ def decide(study: str, current: str, losses: dict[str, list[float]], rule: Noise
     margin = means[current] - means[best]
     spread = pooled_std(a, b) if min(len(a), len(b)) > 1 else math.nan
     p_value = welch_p(b, a) if min(len(a), len(b)) > 1 else None
+    p = math.nan if p_value is None else p_value
     if min(len(a), len(b)) < rule.min_seeds:
         reason = f"{best} is lower by {margin:.4f} but has fewer than {rule.min_seeds} seeds per side: keep {current}"
         chosen = current
-    elif margin > rule.sigmas * spread:
-        reason = f"{best} beats {current} by {margin:.4f} > {rule.sigmas:g} × pooled std {spread:.4f}: switch"
+    elif beyond_noise(margin, spread, p, rule.sigmas, rule.alpha):  # the comparison report's verdict rule
+        reason = (f"{best} beats {current} by {margin:.4f} ≥ {rule.sigmas:g} × pooled std {spread:.4f}, "
+                  f"Welch p = {p:.3g} < {rule.alpha:g}: switch")
         chosen = best
+    elif margin >= rule.sigmas * spread:
+        reason = (f"{best} is lower by {margin:.4f} ≥ {rule.sigmas:g} × pooled std {spread:.4f}, but Welch "
+                  f"p = {p:.3g} ≥ {rule.alpha:g}: within noise, keep {current}")
+        chosen = current
     else:
         reason = (f"{best} is lower by {margin:.4f}, within noise ({rule.sigmas:g} × pooled std = "
                   f"{rule.sigmas * spread:.4f}): keep {current}")
@@ -84,8 +97,9 @@ def decide(study: str, current: str, losses: dict[str, list[float]], rule: Noise
                     means, reason)
 
 
-def final_losses(sweep_dir: Path, factor: str) -> dict[str, list[float]]:
-    losses: dict[str, list[float]] = {}
+def final_losses(sweep_dir: Path, factor: str, options: Iterable[str] = ()) -> dict[str, list[float]]:
+    """Completed runs' final val losses per option of `factor` (options that have none: empty lists)."""
+    losses: dict[str, list[float]] = {str(option): [] for option in options}
     for summary in collect_summaries(sweep_dir):
         option = str(summary.get(factor))
         losses.setdefault(option, [])
@@ -102,6 +116,39 @@ def study_factor(study: str) -> str:
         raise SystemExit(f"--studies: {study} varies {factor}, not a component group; the ladder needs one-factor "
                          f"studies of {', '.join(FAMILIES)}")
     return factor
+
+
+def _manifest_entry(study: str, sweep_dir: Path) -> StudyEntry | None:
+    """The sweep's own statement of the study it ran (manifest.json), when it has a usable one."""
+    manifest = read_manifest(sweep_dir)
+    if manifest is None:
+        return None
+    named = [e for e in manifest.studies if e.name == study]
+    entries = named or (manifest.studies if len(manifest.studies) == 1 else [])
+    if len(entries) != 1 or len(entries[0].varies) != 1 or entries[0].varies[0] not in FAMILIES:
+        print(f"ladder: {sweep_dir / 'manifest.json'} states no one-factor study {study}: "
+              f"using conf/study/{study}.yaml", flush=True)
+        return None
+    return entries[0]
+
+
+def study_result(study: str, sweep_dir: Path, choices: dict[str, str]
+                 ) -> tuple[str, str, dict[str, list[float]], str]:
+    """(factor, current choice, final losses per option, where the factor was read) of a finished study sweep: the
+    factor, its options and baseline from the sweep's manifest.json, else the factor from conf/study/<study>.yaml.
+    The ladder launched the sweep with `study.baseline=<its current choice>`; a manifest naming another baseline is
+    reported, and the decision stays against the ladder's current choice (the option later phases build on)."""
+    entry = _manifest_entry(study, sweep_dir)
+    if entry is None:
+        factor = study_factor(study)
+        return factor, choices[factor], final_losses(sweep_dir, factor), f"conf/study/{study}.yaml"
+    factor = entry.varies[0]
+    current, stated = choices[factor], entry.baseline.get(factor)
+    if stated is not None and stated != current:
+        print(f"ladder: {sweep_dir / 'manifest.json'} names baseline {factor}={stated}, the ladder's current choice "
+              f"is {current}: deciding against {current}", flush=True)
+    losses = final_losses(sweep_dir, factor, entry.options.get(factor, []))
+    return factor, current, losses, str(sweep_dir / "manifest.json")
 
 
 def run_study(study: str, index: int, choices: dict[str, str], seeds: list[int], overrides: list[str],
@@ -137,11 +184,12 @@ def run_ladder(studies: list[str], seeds: list[int], overrides: list[str], ladde
                       "start": start, "decisions": [], "phases": [phase_overrides(start)]}
     choices = dict(state["start"])
     for decision in state["decisions"]:
-        choices[study_factor(decision["study"])] = decision["chosen"]
+        choices[decision.get("factor") or study_factor(decision["study"])] = decision["chosen"]
     for index, study in enumerate(studies[len(state["decisions"]):], start=len(state["decisions"])):
-        factor = study_factor(study)
         sweep_dir = run_study(study, index, choices, seeds, overrides, ladder_dir)
-        decision = decide(study, choices[factor], final_losses(sweep_dir, factor), rule)
+        factor, current, losses, source = study_result(study, sweep_dir, choices)
+        decision = decide(study, current, losses, rule)
+        decision.factor, decision.source = factor, source
         print(f"ladder: {study}: {decision.reason}", flush=True)
         choices[factor] = decision.chosen
         state["decisions"].append(asdict(decision))
@@ -160,10 +208,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--studies", default=",".join(DEFAULT_STUDIES), help="comma-separated, in order")
     parser.add_argument("--seeds", default="0,1,2", help="comma-separated seeds run for every option")
     parser.add_argument("--dir", default="multirun/ladder", help="where the studies' runs and ladder.json go")
-    parser.add_argument("--sigmas", type=float, default=NoiseRule.sigmas, help="switch needs margin > N × pooled std")
+    parser.add_argument("--sigmas", type=float, default=NoiseRule.sigmas, help="switch needs margin ≥ N × pooled std")
+    parser.add_argument("--alpha", type=float, default=NoiseRule.alpha, help="... and Welch p < ALPHA")
     parser.add_argument("--min-seeds", type=int, default=NoiseRule.min_seeds, help="completed seeds needed per side")
     parser.add_argument("overrides", nargs="*", help="Hydra overrides for every job (after --)")
     args = parser.parse_args(argv)
+    if not 0 < args.alpha <= 1:
+        parser.error(f"--alpha {args.alpha}: must be in (0, 1]")
     studies = [s for s in args.studies.split(",") if s]
     for study in studies:
         if not (STUDY_DIR / f"{study}.yaml").exists():
@@ -175,7 +226,7 @@ def main(argv: list[str] | None = None) -> None:
     base = compose(args.overrides)
     start = {family: str(base[family].name) for family in FAMILIES}
     state = run_ladder(studies, [int(s) for s in args.seeds.split(",")], args.overrides, Path(args.dir),
-                       NoiseRule(args.sigmas, args.min_seeds), start)
+                       NoiseRule(args.sigmas, args.min_seeds, args.alpha), start)
     print(f"ladder: final choices {' '.join(state['phases'][-1])}; decisions and phases in {args.dir}")
 
 

@@ -14,6 +14,10 @@ import yaml
 BASE_CHOICES = {"pos_enc": "learned", "attention": "mha", "ffn": "relu", "norm": "layernorm", "placement": "pre",
                 "dropout": "on"}
 KNOBS = {"gqa": {"n_kv_heads": 2}, "ffn": {"hidden_mult": 4.0}, "norm": {"eps": 1e-5}, "dropout": {"p": 0.1}}
+# What a component node's `_target_` looks like in configs written since options name their class (older run dirs
+# have none).
+TARGET_OF = {"attention": "ablate.model.attention.{}", "pos_enc": "ablate.model.pos_enc.{}",
+             "ffn": "ablate.model.ffn.{}", "norm": "ablate.model.norm.{}", "placement": "ablate.model.block.{}"}
 TOKENS_PER_STEP = 512
 INITIAL_LOSS = 5.5
 
@@ -27,10 +31,14 @@ def val_curve(step: int, final: float, steps: int, tau: float = 25.0) -> float:
 def write_run(run_dir: Path, final_val: float, seed: int = 0, steps: int = 100, eval_every: int = 20,
               log_every: int = 10, diverge_at: int | None = None, status: str | None = None,
               train_offset: float = 0.05, val_acc: float = 0.25, seconds_per_step: float = 0.05,
-              tau: float = 25.0,
+              tau: float = 25.0, targets: bool = False,
               summary_extra: dict[str, Any] | None = None, **choices: str) -> Path:
     picked = {**BASE_CHOICES, **choices}
     config = {family: {"name": option, **KNOBS.get(option, {})} for family, option in picked.items()}
+    if targets:  # as configs are written now: each component node names its class
+        for family, template in TARGET_OF.items():
+            config[family] = {"name": config[family]["name"], "_target_": template.format(picked[family].title()),
+                              **{k: v for k, v in config[family].items() if k != "name"}}
     config.update({
         "model": {"name": "tiny", "d_model": 64, "n_layers": 2, "n_heads": 4, "block_size": 64},
         "data": {"name": "stdlib", "seed": 0, "cache_dir": "/tmp/cache"}, "tokenizer": {"name": "byte"},

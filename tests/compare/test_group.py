@@ -7,7 +7,9 @@ import shutil
 
 import pytest
 
-from ablate.compare.group import group_runs, identity, varied_keys
+from ablate import spec
+from ablate.compare import group, keys
+from ablate.compare.group import flatten, group_runs, identity, varied_keys
 from ablate.compare.load import find_run_dirs, load_runs
 from tests.compare.fake_runs import attention_study, write_run
 
@@ -135,3 +137,55 @@ def test_inputs_dirs_globs_and_reruns(tmp_path):
     mha = sections["attention"].variants["mha"]
     assert len(mha) == 3 and all(r.status == "completed" for r in mha)
     assert any("counted once" in note for note in sections["attention"].notes)
+
+
+def test_component_classes_in_the_config_do_not_split_variants(tmp_path):
+    """Configs now name each option's class (`attention._target_`); run dirs recorded before do not. The same
+    computation must group the same either way, and a mixture of both must not split a variant."""
+    for option in ("mha", "gqa"):
+        for seed in range(2):
+            write_run(tmp_path / "new" / f"{option}{seed}", 4.0 + 0.01 * seed, seed=seed, attention=option,
+                      targets=True)
+            write_run(tmp_path / "old" / f"{option}{seed}", 4.0 + 0.01 * seed, seed=seed, attention=option)
+    new, _ = sections_of(tmp_path / "new")
+    old, _ = sections_of(tmp_path / "old")
+    assert "attention._target_" in flatten(load_runs([str(tmp_path / "new" / "gqa0")])[0].config)
+    assert list(new) == list(old) == ["attention"]
+    assert {k: len(v) for k, v in new["attention"].variants.items()} == {"mha": 2, "gqa": 2}
+    assert new["attention"].baseline == old["attention"].baseline == "mha"
+    mixed, runs = sections_of(tmp_path / "new", tmp_path / "old")
+    # one variant per option: the old and new records of a job are one computation (same hash), counted once
+    assert {k: len(v) for k, v in mixed["attention"].variants.items()} == {"mha": 2, "gqa": 2}
+    assert sum("counted once" in note for note in mixed["attention"].notes) == 4
+    assert len({tuple(sorted(identity(r).items())) for r in runs if r.name == "gqa0"}) == 1
+
+
+def test_ignored_keys_are_the_spec_names():
+    from ablate.spec import RECORDING_ONLY, REPEAT_KEYS
+
+    assert keys.IGNORED == RECORDING_ONLY + REPEAT_KEYS
+    assert group.FAMILIES is spec.FAMILIES
+    assert all(keys.ignored(k) for k in ("seed", "data.seed", "logger.mode", "study.name", "attention._target_",
+                                         "data.cache_dir"))
+    assert not any(keys.ignored(k) for k in ("data.seeds", "attention.name", "attention.n_kv_heads", "train.lr"))
+
+
+def test_default_baselines_are_read_from_the_study_configs(tmp_path, monkeypatch):
+    assert keys.study_baselines() == {"pos_enc": "learned", "attention": "mha", "ffn": "relu",
+                                      "norm": "layernorm", "placement": "pre", "dropout": "on"}
+    # a study config that names another baseline moves it (no second list to keep in step)
+    conf = tmp_path / "conf"
+    (conf / "study").mkdir(parents=True)
+    (conf / "study" / "attention.yaml").write_text("# @package _global_\nstudy:\n  name: attention\n"
+                                                   "  varies: attention\n  baseline: gqa\n")
+    monkeypatch.setattr(keys, "CONF_DIR", conf)
+    keys.study_baselines.cache_clear()
+    try:
+        write_run(tmp_path / "runs" / "mha", 4.0)
+        write_run(tmp_path / "runs" / "gqa", 3.9, attention="gqa")
+        sections, _ = sections_of(tmp_path / "runs")
+        assert keys.study_baselines() == {"attention": "gqa"}
+        assert sections["attention"].baseline == "gqa"
+    finally:
+        monkeypatch.undo()
+        keys.study_baselines.cache_clear()

@@ -10,8 +10,15 @@ import statistics
 import pytest
 from scipy import stats
 
+from ablate.compare import stats as verdicts
+from ablate.compare.group import group_runs
+from ablate.compare.load import load_runs
+from ablate.compare.rows import section_rows
 from ablate.compare.stats import pooled_std
-from ablate.sweep.ladder import NoiseRule, decide, main
+from ablate.sweep import ladder
+from ablate.sweep.ladder import NoiseRule, decide, main, study_result
+from ablate.sweep.manifest import Manifest, ManifestWarning, StudyEntry, write_manifest
+from tests.compare.fake_runs import write_run
 
 RULE = NoiseRule(sigmas=2.0, min_seeds=2)
 
@@ -51,6 +58,86 @@ def test_current_best_is_kept():
 def test_a_tie_is_within_noise():
     d = decide("placement", "pre", {"pre": [3.0, 3.2], "post": [3.0, 3.2]}, RULE)
     assert d.best == "post" and d.chosen == "pre" and d.margin == 0.0 and "within noise" in d.reason
+
+
+def test_wide_gap_that_two_seeds_cannot_confirm_keeps_the_current_choice_as_compare_says(tmp_path):
+    """margin 0.3 > 2σ (0.28) but with 2 seeds a side Welch's p is 0.17: compare says `within noise`, so the
+    ladder must keep the current choice — one rule (stats.beyond_noise) for both."""
+    losses = {"mha": [3.0, 3.2], "mla": [2.7, 2.9]}
+    sweep = tmp_path / "0-attention"
+    for option, values in losses.items():
+        for seed, value in enumerate(values):
+            write_run(sweep / f"attention={option},seed={seed}", value, seed=seed, attention=option,
+                      summary_extra={"study": "attention", "varies": "attention", "baseline": "mha"})
+    margin, sigma = 0.3, pooled_std(losses["mha"], losses["mla"])
+    assert margin > 2 * sigma and verdicts.welch_p(losses["mla"], losses["mha"]) >= 0.05
+    # compare, from the run dirs
+    (section,) = group_runs(load_runs([str(sweep)]))
+    rows = {r.label: r for r in section_rows(section)}
+    assert section.baseline == "mha" and rows["mla"].verdict == verdicts.NOISE
+    # the ladder, from the same run dirs
+    factor, current, found, _ = study_result("attention", sweep, {"attention": "mha"})
+    assert (factor, current) == ("attention", "mha")
+    assert {k: sorted(v) for k, v in found.items()} == {k: sorted(v) for k, v in losses.items()}
+    d = decide("attention", current, found, RULE)
+    assert d.best == "mla" and d.chosen == "mha"
+    assert "within noise" in d.reason and "p = 0.168 ≥ 0.05" in d.reason
+    # a looser p threshold (--alpha) lets the same gap through, as it would the verdict's rule
+    assert decide("attention", "mha", losses, NoiseRule(2.0, 2, alpha=0.2)).chosen == "mla"
+    assert verdicts.beyond_noise(-margin, sigma, d.p_value, 2.0, 0.2)
+    # and the other half of the rule: many seeds make a small shift significant, but it is not beyond 2σ
+    current = [3.00, 3.10, 2.90, 3.05, 2.95] * 4
+    best = [v - 0.08 for v in current]
+    d = decide("attention", "mha", {"mha": current, "mla": best}, RULE)
+    assert d.p_value < 0.05 and d.margin < 2 * d.pooled_std and d.chosen == "mha"
+    assert verdicts.compare(best, current).verdict == verdicts.NOISE
+
+
+def _study_sweep(sweep, finals, factor="attention"):
+    for option, values in finals.items():
+        for seed, value in enumerate(values):
+            write_run(sweep / f"{factor}={option},seed={seed}", value, seed=seed, **{factor: option})
+
+
+def test_the_factor_and_options_come_from_the_sweeps_manifest(tmp_path, capsys):
+    sweep = tmp_path / "0-mine"
+    _study_sweep(sweep, {"mha": [3.0, 3.01], "gqa": [2.5, 2.51]})
+    # a study with no conf/study/mine.yaml: only the manifest can say what it varied; mla never ran
+    write_manifest(sweep, Manifest(studies=[StudyEntry(name="mine", varies=["attention"],
+                                                       baseline={"attention": "mha"},
+                                                       options={"attention": ["mha", "gqa", "mla"]})]))
+    factor, current, losses, source = study_result("mine", sweep, {"attention": "mha", "ffn": "relu"})
+    assert (factor, current, source) == ("attention", "mha", str(sweep / "manifest.json"))
+    assert {k: sorted(v) for k, v in losses.items()} == {"mha": [3.0, 3.01], "gqa": [2.5, 2.51], "mla": []}
+    assert decide("mine", current, losses, RULE).seeds == {"mha": 2, "gqa": 2, "mla": 0}
+    # a manifest naming another baseline than the ladder's current choice is said, and the ladder's choice stays
+    factor, current, _, _ = study_result("mine", sweep, {"attention": "gqa"})
+    assert current == "gqa" and "names baseline attention=mha" in capsys.readouterr().out
+
+
+def test_without_a_usable_manifest_the_factor_comes_from_the_study_config(tmp_path):
+    sweep = tmp_path / "0-ffn"
+    _study_sweep(sweep, {"relu": [3.0, 3.01], "gelu": [2.9, 2.91]}, factor="ffn")
+    factor, current, losses, source = study_result("ffn", sweep, {"ffn": "relu"})
+    assert (factor, current, source, sorted(losses)) == ("ffn", "relu", "conf/study/ffn.yaml", ["gelu", "relu"])
+    (sweep / "manifest.json").write_text("{broken")
+    with pytest.warns(ManifestWarning, match="manifest.json"):
+        assert study_result("ffn", sweep, {"ffn": "relu"})[3] == "conf/study/ffn.yaml"
+
+
+def test_noise_flags_reach_the_rule(tmp_path, monkeypatch):
+    seen = {}
+
+    def fake_ladder(studies, seeds, overrides, ladder_dir, rule, start):
+        seen["rule"] = rule
+        return {"phases": [[]]}
+
+    monkeypatch.setattr(ladder, "run_ladder", fake_ladder)
+    main(["--studies", "ffn", "--sigmas", "3", "--min-seeds", "4", "--alpha", "0.01", "--dir", str(tmp_path),
+          "model=tiny"])
+    assert seen["rule"] == NoiseRule(sigmas=3.0, min_seeds=4, alpha=0.01)
+    with pytest.raises(SystemExit):
+        main(["--studies", "ffn", "--alpha", "5", "--dir", str(tmp_path)])
 
 
 def test_tiny_ladder_end_to_end_and_resume(tmp_path, capsys):
