@@ -1,4 +1,5 @@
-"""ablate's Hydra sweeper: every multirun's job list, studies included, and the sweep's manifest.
+"""The jobs of every multirun, studies included, and the sweep's manifest (the Hydra plugin that uses them is
+`hydra_plugins/ablate_sweeper`: Hydra accepts sweepers only from that namespace).
 
 Without a study it expands the command line exactly as Hydra's basic sweeper does. With `+study=<name>` it adds
 that study's jobs: one per option of the family it varies, found in `conf/<family>/` and on `hydra.searchpath`
@@ -10,20 +11,19 @@ whatever `hydra/launcher` is configured.
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
 from hydra.core.override_parser.types import Override
-from hydra.plugins.sweeper import Sweeper
-from hydra.utils import get_class
 from omegaconf import DictConfig, OmegaConf
 
 from ablate.components.options import CONF_DIR, option_names
-from ablate.spec import REPEAT_KEYS, key_in
-from ablate.sweep.manifest import Manifest, StudyEntry, adhoc_manifest, write_manifest
+from ablate.spec import REPEAT_KEYS, SpecError, key_in
+from ablate.sweep.manifest import Manifest, StudyEntry, adhoc_manifest
 
+log = logging.getLogger("ablate")
 STUDY_DIR = CONF_DIR / "study"
-BASIC_SWEEPER = "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"
 
 
 def _key(override: str) -> str:
@@ -58,67 +58,58 @@ def searchpath_of(config: DictConfig) -> tuple[str, ...]:
     return (f"hydra.searchpath=[{','.join(entries)}]",) if entries else ()
 
 
-class StudySweeper(Sweeper):
-    """Hydra's basic sweeper with another job list. It wraps rather than subclasses BasicSweeper because Hydra's
-    plugin discovery re-imports that class, which breaks `super()` calls inside it for subclasses."""
+def plan_jobs(config: DictConfig, overrides: list[Override], cli_jobs: list[list[str]]
+              ) -> tuple[list[list[str]], Manifest]:
+    """A sweep's jobs and its manifest, from the composed config and the command line's own jobs."""
+    study = config.get("study")
+    seeds, fixed = _seeds(overrides), _fixed(overrides)
+    if not (study and study.get("name")):
+        return cli_jobs, adhoc_manifest(_sweeps(overrides), seeds, fixed, cli_jobs)
+    jobs, entries = study_jobs(study, cli_jobs, searchpath_of(config))
+    return jobs, Manifest(studies=entries, seeds=seeds, fixed=fixed, jobs=jobs)
 
-    def __init__(self, max_batch_size: int | None = None, params: dict[str, str] | None = None):
-        super().__init__()
-        self.basic = get_class(BASIC_SWEEPER)(max_batch_size=max_batch_size, params=params)
-        self.basic.split_arguments = self.split_arguments  # the one step that differs
-        self.config: DictConfig | None = None
-        self.manifest: Manifest | None = None
-        self.launching = False  # set up by Hydra to launch (not only to list jobs): write the manifest
 
-    def setup(self, *, hydra_context: Any, task_function: Any, config: DictConfig) -> None:
-        self.config = config
-        self.launching = True
-        self.basic.setup(hydra_context=hydra_context, task_function=task_function, config=config)
+def study_jobs(study: DictConfig, cli_jobs: list[list[str]], searchpath: tuple[str, ...] = ()
+               ) -> tuple[list[list[str]], list[StudyEntry]]:
+    """One study: its options × the command line's jobs, unless the command line sweeps the study's key itself
+    (`+study=attention attention=mha,gqa`, or the phases' own params). `study.include`: the union of those
+    studies' jobs, each job tagged with its study; there a study's own choice wins over the command line."""
+    if not study.get("include"):
+        key, options = study_options(OmegaConf.create({"study": study}), searchpath)
+        given = [o.split("=", 1)[1] for job in cli_jobs for o in job if _key(o) == _key(key)]
+        if given:
+            return cli_jobs, [_entry(study, list(dict.fromkeys(given)))]
+        return [[f"{key}={option}", *job] for option in options for job in cli_jobs], [_entry(study, options)]
+    jobs, entries = [], []
+    for name in study.include:
+        spec = load_study(str(name))
+        key, options = study_options(spec, searchpath)
+        tags = [f"study.name={spec.study.name}", f"study.varies={spec.study.varies}",
+                f"study.baseline={spec.study.baseline}"]
+        for option in options:
+            for job in cli_jobs:
+                jobs.append([f"{key}={option}", *tags, *(o for o in job if _key(o) != _key(key))])
+        entries.append(_entry(spec.study, options))
+    return jobs, entries
 
-    def sweep(self, arguments: list[str]) -> Any:
-        return self.basic.sweep(arguments)
 
-    def split_arguments(self, overrides: list[Override], max_batch_size: int | None) -> list[list[list[str]]]:
-        assert self.config is not None
-        cli_jobs = [job for batch in type(self.basic).split_arguments(overrides, None) for job in batch]
-        study = self.config.get("study")
-        seeds, fixed = _seeds(overrides), _fixed(overrides)
-        if not (study and study.get("name")):
-            jobs = cli_jobs
-            self.manifest = adhoc_manifest(_sweeps(overrides), seeds, fixed, jobs)
-        else:
-            jobs, entries = self._study_jobs(study, cli_jobs)
-            self.manifest = Manifest(studies=entries, seeds=seeds, fixed=fixed, jobs=jobs)
-        if self.launching:
-            write_manifest(Path(self.config.hydra.sweep.dir), self.manifest)
-        size = max_batch_size or len(jobs) or 1
-        return [jobs[i : i + size] for i in range(0, len(jobs), size)]
+def refuse_bad_jobs(config_loader: Any, config: DictConfig, jobs: list[list[str]]) -> None:
+    """Every job's config is composed and validated before the first job starts: a sweep with a bad job starts
+    none, and says one line per problem per job (exit 2, nothing written)."""
+    from ablate.config import validate
 
-    def _study_jobs(self, study: DictConfig, cli_jobs: list[list[str]]) -> tuple[list[list[str]], list[StudyEntry]]:
-        """One study: its options × the command line's jobs, unless the command line sweeps the study's key itself
-        (`+study=attention attention=mha,gqa`, or the phases' own params). `study.include`: the union of those
-        studies' jobs, each job tagged with its study; there a study's own choice wins over the command line."""
-        searchpath = searchpath_of(self.config)
-        if not study.get("include"):
-            key, options = study_options(OmegaConf.create({"study": study}), searchpath)
-            given = [o.split("=", 1)[1] for job in cli_jobs for o in job if _key(o) == _key(key)]
-            if given:
-                options = list(dict.fromkeys(given))
-                jobs = cli_jobs
-            else:
-                jobs = [[f"{key}={option}", *job] for option in options for job in cli_jobs]
-            return jobs, [_entry(study, options)]
-        jobs, entries = [], []
-        for name in study.include:
-            spec = load_study(str(name))
-            key, options = study_options(spec, searchpath)
-            tags = [f"study.name={spec.study.name}", f"study.varies={spec.study.varies}",
-                    f"study.baseline={spec.study.baseline}"]
-            for option in options:
-                for job in cli_jobs:
-                    jobs.append([f"{key}={option}", *tags, *(o for o in job if _key(o) != _key(key))])
-            entries.append(_entry(spec.study, options))
-        return jobs, entries
+    problems = []
+    for number, job in enumerate(jobs):
+        try:
+            validate(config_loader.load_sweep_config(config, list(job)))
+        except SpecError as e:
+            problems += [f"job {number} ({' '.join(job)}): {line}" for line in e.problems]
+    if problems:
+        for line in problems:
+            log.error("config error: %s", line)
+        bad = len({line.split(" (", 1)[0] for line in problems})
+        log.error("%d of %d jobs have config errors: no job was started", bad, len(jobs))
+        raise SystemExit(2)
 
 
 def _entry(study: DictConfig, options: list[str]) -> StudyEntry:

@@ -84,9 +84,12 @@ def test_tiny_study_runs_then_rerun_skips_everything(tmp_path):
 
 
 def test_nan_and_exception_jobs_are_recorded_while_others_complete(tmp_path):
-    cmd = [sys.executable, "-m", "ablate.run", "-m", "debug.nan_at_step=null,5", "debug.raise_at_step=null,3", *TINY,
-           f"hydra.sweep.dir={tmp_path}"]
-    result = subprocess.run(cmd, capture_output=True, text=True, env=ENV, timeout=600)
+    from tests.fixtures.variants import FIXTURE_OVERRIDES, REPO_ROOT  # faults come from a test-only FFN
+
+    cmd = [sys.executable, "-m", "ablate.run", "-m", "ffn=faulty", "ffn.nan_at_step=null,5", "ffn.raise_at_step=null,3",
+           *FIXTURE_OVERRIDES, *TINY, f"hydra.sweep.dir={tmp_path}"]
+    env = {**ENV, "PYTHONPATH": str(REPO_ROOT)}
+    result = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=REPO_ROOT, timeout=600)
     assert result.returncode == 1  # some job failed: reported at the end, after every job ran
     rows = json.loads((tmp_path / "sweep.json").read_text())
     assert [r["status"] for r in rows] == ["completed", "failed", "diverged", "failed"]
@@ -96,9 +99,39 @@ def test_nan_and_exception_jobs_are_recorded_while_others_complete(tmp_path):
 
 
 def test_fail_fast_stops_at_the_first_failure(tmp_path):
-    cmd = [sys.executable, "-m", "ablate.run", "-m", "debug.raise_at_step=2,null", "sweep.fail_fast=true", *TINY,
-           f"hydra.sweep.dir={tmp_path}"]
-    result = subprocess.run(cmd, capture_output=True, text=True, env=ENV, timeout=600)
+    from tests.fixtures.variants import FIXTURE_OVERRIDES, REPO_ROOT  # faults come from a test-only FFN
+
+    cmd = [sys.executable, "-m", "ablate.run", "-m", "ffn=faulty", "ffn.raise_at_step=2,null", "sweep.fail_fast=true",
+           *FIXTURE_OVERRIDES, *TINY, f"hydra.sweep.dir={tmp_path}"]
+    env = {**ENV, "PYTHONPATH": str(REPO_ROOT)}
+    result = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=REPO_ROOT, timeout=600)
     assert result.returncode != 0
     statuses = [json.loads(p.read_text())["status"] for p in tmp_path.glob("*/summary.json")]
     assert statuses == ["failed"]
+
+
+def test_a_sweep_with_a_bad_job_starts_none(tmp_path):
+    cmd = [sys.executable, "-m", "ablate.run", "-m", "attention=gqa,linear", "pos_enc=relative,rope", *TINY,
+           f"hydra.sweep.dir={tmp_path / 'sweep'}"]
+    result = subprocess.run(cmd, capture_output=True, text=True, env=ENV, timeout=600)
+    assert result.returncode == 2
+    lines = [line for line in (result.stdout + result.stderr).splitlines() if "config error:" in line]
+    assert len(lines) == 1 and "job 2 (attention=linear pos_enc=relative" in lines[0]
+    assert "pos_enc=relative cannot be used with attention=linear" in lines[0]
+    assert not (tmp_path / "sweep").exists()  # no job dir, no manifest: nothing started
+
+
+def test_study_all_launches_through_the_sweeper_plugin(tmp_path):
+    """+study=all runs for real (Hydra instantiates sweepers only from hydra_plugins); the studies' shared baseline
+    job (layernorm + dropout on) runs once and is skipped the second time."""
+    cmd = [sys.executable, "-m", "ablate.run", "-m", "+study=all", "study.include=[norm,dropout]", *TINY,
+           f"hydra.sweep.dir={tmp_path}"]
+    result = subprocess.run(cmd, capture_output=True, text=True, env=ENV, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = json.loads((tmp_path / "sweep.json").read_text())
+    assert sorted((r["norm"], r["dropout"]) for r in rows) == [("layernorm", "off"), ("layernorm", "on"),
+                                                               ("rmsnorm", "on")]
+    assert (result.stdout + result.stderr).count("already completed") == 1
+    manifest = json.loads((tmp_path / "manifest.json").read_text())
+    assert [s["name"] for s in manifest["studies"]] == ["norm", "dropout"]
+    assert manifest["studies"][0]["options"] == {"norm": ["layernorm", "rmsnorm"]}
