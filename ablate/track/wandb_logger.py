@@ -1,7 +1,10 @@
 """Weights & Biases as a mirror of metrics.jsonl: optional, never prompting, never blocking a run.
 
 Mode: `WANDB_MODE` wins; else the config's `logger.mode`; `auto` means online only when credentials exist
-(WANDB_API_KEY or a netrc entry for the W&B host) and the host answers within a few seconds, otherwise offline.
+(WANDB_API_KEY or a netrc entry for the W&B host) and the host (WANDB_BASE_URL's host and port) accepts a connection
+within a few seconds, otherwise offline. An unreachable host, or an online start that fails, is decided once: the
+process exports WANDB_MODE=offline, so the later jobs of a sweep (and the launcher's child processes) log offline at
+once instead of each waiting for the network.
 """
 
 from __future__ import annotations
@@ -20,8 +23,24 @@ X_AXES = ("step", "tokens", "time_s")
 REACH_TIMEOUT_S = 3.0
 
 
+def _address() -> tuple[str, int]:
+    """The W&B server's host and port, from WANDB_BASE_URL (a self-hosted server may listen on any port)."""
+    url = urlparse(os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai"))
+    try:
+        port = url.port
+    except ValueError:
+        port = None
+    return url.hostname or "api.wandb.ai", port or (80 if url.scheme == "http" else 443)
+
+
 def _host() -> str:
-    return urlparse(os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai")).hostname or "api.wandb.ai"
+    return _address()[0]
+
+
+def go_offline(reason: str) -> None:
+    """Log offline from now on, in this process and the processes it starts; said once."""
+    log.warning("W&B: %s: logging offline for the rest of this sweep (`wandb sync` uploads the runs later)", reason)
+    os.environ["WANDB_MODE"] = "offline"
 
 
 def has_credentials() -> bool:
@@ -34,12 +53,12 @@ def has_credentials() -> bool:
 
 
 def host_reachable(timeout: float = REACH_TIMEOUT_S) -> bool:
-    """A TCP connect to the W&B host, abandoned after `timeout` seconds even if DNS hangs."""
+    """A TCP connect to the W&B host and port, abandoned after `timeout` seconds even if DNS hangs."""
     result = []
 
     def probe() -> None:
         try:
-            socket.create_connection((_host(), 443), timeout=timeout).close()
+            socket.create_connection(_address(), timeout=timeout).close()
             result.append(True)
         except OSError:
             pass
@@ -58,7 +77,7 @@ def resolve_mode(configured: str) -> str:
     if not has_credentials():
         return "offline"
     if not host_reachable():
-        log.warning("W&B credentials found but %s is unreachable: logging offline", _host())
+        go_offline("credentials found but %s:%d is unreachable" % _address())
         return "offline"
     return "online"
 
@@ -141,5 +160,8 @@ def make_logger(logger_cfg: dict[str, Any], run_dir: str, name: str, config: dic
     try:
         return WandbLogger(run_dir, name, config, logger_cfg, run_id)
     except Exception as e:  # noqa: BLE001 - W&B is a mirror: a run goes on without it
+        if resolve_mode(str(logger_cfg.get("mode", "auto"))) == "online":
+            go_offline(f"the online start failed ({e})")
+            return make_logger(logger_cfg, run_dir, name, config, run_id)
         log.warning("W&B could not start (%s); logging to local files only", e)
         return NullLogger()

@@ -12,6 +12,7 @@ from hydra.utils import get_class
 from omegaconf import DictConfig
 
 from ablate.sweep.manifest import Manifest, write_manifest
+from ablate.track.wandb_logger import resolve_mode
 from ablate.sweep.sweeper import plan_jobs, refuse_bad_jobs
 
 BASIC_SWEEPER = "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"
@@ -45,5 +46,7 @@ class StudySweeper(Sweeper):
         if self.hydra_context is not None:
             refuse_bad_jobs(self.hydra_context.config_loader, self.config, jobs)
             write_manifest(Path(self.config.hydra.sweep.dir), self.manifest)
+            if self.config.logger.name == "wandb":  # W&B reachability: decided once here, inherited by every job
+                resolve_mode(str(self.config.logger.mode))
         size = max_batch_size or len(jobs) or 1
         return [jobs[i : i + size] for i in range(0, len(jobs), size)]

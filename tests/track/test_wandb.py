@@ -4,6 +4,9 @@ No W&B server exists here: runs are offline (a real wandb.init in offline mode, 
 from __future__ import annotations
 
 import netrc
+import os
+import socketserver
+import threading
 
 import pytest
 
@@ -57,6 +60,29 @@ def test_credentials_but_unreachable_host_goes_offline_fast(monkeypatch, tmp_pat
     monkeypatch.setenv("WANDB_API_KEY", "x" * 40)
     monkeypatch.setenv("WANDB_BASE_URL", "https://127.0.0.1:9")  # nothing listens on the discard port
     assert wandb_logger.resolve_mode("auto") == "offline"
+
+
+def test_unreachable_is_decided_once_for_the_rest_of_the_sweep(monkeypatch):
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    monkeypatch.setenv("WANDB_API_KEY", "x" * 40)
+    monkeypatch.setenv("WANDB_BASE_URL", "https://127.0.0.1:9")
+    assert wandb_logger.resolve_mode("auto") == "offline"
+    assert os.environ["WANDB_MODE"] == "offline"  # later jobs and child processes skip the probe
+
+
+def test_a_self_hosted_server_on_its_own_port_is_reachable(monkeypatch):
+    """A real local TCP server stands in for a self-hosted W&B on port != 443."""
+    server = socketserver.TCPServer(("127.0.0.1", 0), socketserver.BaseRequestHandler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        monkeypatch.delenv("WANDB_MODE", raising=False)
+        monkeypatch.setenv("WANDB_API_KEY", "x" * 40)
+        monkeypatch.setenv("WANDB_BASE_URL", f"http://127.0.0.1:{server.server_address[1]}")
+        assert wandb_logger.resolve_mode("auto") == "online"
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 def test_netrc_entry_counts_as_credentials(monkeypatch, tmp_path):
