@@ -20,11 +20,23 @@ from omegaconf import DictConfig, OmegaConf
 from ablate.spec import RECORDING_ONLY, TARGET_KEY
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+# Files get the mode a plain open() would give them (0644 under the usual umask 022): collaborators on a shared
+# filesystem can read a run. mkstemp alone would leave them private (0600).
+FILE_MODE = 0o666 & ~_umask()
+
+
 def atomic_write(path: Path, text: str) -> None:
     """Write via a temporary file and rename, so readers (and a kill -9) never see a partial file."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
+        os.fchmod(fd, FILE_MODE)
         with os.fdopen(fd, "w") as f:
             f.write(text)
         os.replace(tmp, path)
