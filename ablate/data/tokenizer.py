@@ -85,6 +85,8 @@ class BpeTokenizer:
 
 
 TOKENIZERS = {"byte": ByteTokenizer, "bpe": BpeTokenizer}
+# The keys each tokenizer's YAML may have besides `name`: anything else is a typo, refused by name.
+TOKENIZER_KNOBS = {"byte": (), "bpe": ("vocab_size", "special_tokens", "sample_bytes", "min_frequency")}
 
 
 def _specials(cfg: DictConfig) -> list[str]:
@@ -102,6 +104,11 @@ def vocab_size_for(tokenizer_cfg: DictConfig) -> int:
 def check_tokenizer_config(cfg: DictConfig) -> list[str]:
     if cfg.name not in TOKENIZERS:
         return [f"tokenizer={cfg.name} is not known; choose one of {', '.join(sorted(TOKENIZERS))}"]
+    allowed = TOKENIZER_KNOBS[cfg.name]
+    unknown = [k for k in cfg if k != "name" and k not in allowed]
+    if unknown:
+        return [f"tokenizer.{k} is not a knob of tokenizer={cfg.name}; its knobs are: {', '.join(allowed) or 'none'}"
+                for k in unknown]
     if cfg.name != "bpe":
         return []
     problems = []

@@ -126,6 +126,7 @@ def test_knob_types_come_from_the_signature(override, message):
         ("train.betas=[2,3]", "train.betas=[2.0, 3.0] must be two numbers in [0, 1)"),
         ("train.lr=nan", "train.lr=nan must be > 0 and finite"),
         ("train.batch_size=abc", "train.batch_size: Value 'abc' of type 'str' could not be converted to Integer"),
+        ("+tokenizer.vocab_size=100", "tokenizer.vocab_size is not a knob of tokenizer=byte; its knobs are: none"),
     ],
 )
 def test_model_and_train_keys_are_checked_against_their_schema(override, message):
