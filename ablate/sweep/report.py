@@ -18,14 +18,35 @@ from ablate.spec import FAMILIES
 from ablate.track import atomic_write
 
 
+ENDED = ("completed", "diverged")  # a job that ended as recorded; anything else makes the sweep exit non-zero
+
+
+def read_job_summary(path: Path) -> dict[str, Any]:
+    """A job's summary.json; one that cannot be read is a row of its own with status `unreadable` and the reason,
+    never a crash and never dropped."""
+    try:
+        summary = json.loads(path.read_text())
+        if not isinstance(summary, dict) or "status" not in summary:
+            raise ValueError("no status")
+    except (OSError, UnicodeDecodeError, ValueError) as e:  # JSONDecodeError is a ValueError
+        return {"status": "unreadable", "error": f"{path.name} cannot be read ({type(e).__name__}: {e})"}
+    return summary
+
+
 def collect_summaries(sweep_dir: Path) -> list[dict[str, Any]]:
     """The summaries of a sweep's jobs, in launch order."""
     rows = []
     for path in sweep_dir.glob("*/summary.json"):
-        summary = json.loads(path.read_text())
+        summary = read_job_summary(path)
         summary["run_dir"] = str(path.parent)
         rows.append((_job_number(path.parent), summary))
     return [summary for _, summary in sorted(rows, key=lambda r: (r[0], r[1]["run_dir"]))]
+
+
+def unfinished(rows: list[dict[str, Any]]) -> list[str]:
+    """One line per job that did not end as recorded (failed, still `running` after the sweep, unreadable)."""
+    return [f"{r['run_dir']}: {r['status']}" + (f" ({r['error']})" if r.get("error") else "")
+            for r in rows if r["status"] not in ENDED]
 
 
 def _job_number(run_dir: Path) -> int:
@@ -84,19 +105,20 @@ def sweep_table(rows: list[dict[str, Any]]) -> Table:
 
 class SweepReport(Callback):
     """Hydra callback: after the last job of a multirun, print the jobs table and write sweep.json.
-    Exits non-zero if any job failed, after every job has run."""
+    Exits non-zero, after every job has run, if any job did not end completed or diverged, listing each."""
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)
         rows = collect_summaries(sweep_dir)
-        if not rows:
-            return
-        atomic_write(sweep_dir / "sweep.json", json.dumps(rows, indent=2))
         console = Console()
+        if not rows:
+            console.print(f"[red]no job of this sweep wrote a summary.json under {sweep_dir}[/red]")
+            sys.exit(1)
+        atomic_write(sweep_dir / "sweep.json", json.dumps(rows, indent=2))
         console.print(sweep_table(rows))
         console.print(f"results: {sweep_dir} (sweep.json, one run directory per job)")
-        failed = [r for r in rows if r["status"] == "failed"]
-        if failed:
-            console.print(f"[red]{len(failed)} of {len(rows)} jobs failed[/red]: see error.txt in " +
-                          ", ".join(r["run_dir"] for r in failed))
+        bad = unfinished(rows)
+        if bad:
+            console.print(f"[red]{len(bad)} of {len(rows)} jobs did not complete[/red] (error.txt in each run dir):",
+                          *bad, sep="\n", soft_wrap=True)
             sys.exit(1)
