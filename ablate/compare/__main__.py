@@ -36,7 +36,8 @@ def parser() -> argparse.ArgumentParser:
                    help="seed band around the mean curve: min–max over seeds or ±1 std (default minmax)")
     p.add_argument("--baseline", action="append", default=[], metavar="KEY=VALUE",
                    help="baseline option of a factor, e.g. attention=mha or phase=0 (repeatable); "
-                        "default: the study's own, else DESIGN.md's")
+                        "default: the study's own, else the sweep's manifest.json (an ad-hoc sweep: the first "
+                        "option given), else the one conf/study/<factor>.yaml names")
     p.add_argument("--no-html", action="store_true", help="skip report.html")
     p.add_argument("--no-png", action="store_true", help="skip the PNG figures")
     return p
