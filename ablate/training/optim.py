@@ -1,4 +1,5 @@
-"""AdamW with decay only on matrices of linear layers, and a linear-warmup + cosine learning-rate schedule."""
+"""AdamW with weight decay by tensor rank (never on embeddings), and a linear-warmup + cosine learning-rate
+schedule."""
 
 from __future__ import annotations
 
@@ -10,16 +11,20 @@ from torch import nn
 from ablate.spec import TrainSpec
 
 
+def decays(p: nn.Parameter, embedding_ids: set[int]) -> bool:
+    """Weight decay by rank: matrices and higher-rank weights (e.g. stacked expert weights) decay, except embedding
+    tables; vectors (norm gains, biases) and scalars never do."""
+    return p.dim() >= 2 and id(p) not in embedding_ids
+
+
 def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict]:
-    """Decay the weight matrices of nn.Linear; never norms, biases or embeddings (a tied head is an embedding)."""
+    """Two AdamW groups: what `decays` (every parameter of rank >= 2 but the nn.Embedding weights, a tied head
+    included) and the rest (norms, biases, gains, embeddings). Whatever module holds a parameter, its rank decides."""
     embedding_ids = {id(m.weight) for m in model.modules() if isinstance(m, nn.Embedding)}
-    decay_ids = {
-        id(m.weight) for m in model.modules() if isinstance(m, nn.Linear) and id(m.weight) not in embedding_ids
-    }
     decay, no_decay = [], []
     for p in model.parameters():
         if p.requires_grad:
-            (decay if id(p) in decay_ids else no_decay).append(p)
+            (decay if decays(p, embedding_ids) else no_decay).append(p)
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
@@ -30,6 +35,12 @@ def make_optimizer(model: nn.Module, spec: TrainSpec, device: str) -> torch.opti
         betas=tuple(spec.betas),
         fused=device.startswith("cuda"),
     )
+
+
+def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> float:
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    return lr
 
 
 def lr_at(step: int, total_steps: int, spec: TrainSpec) -> float:

@@ -4,6 +4,7 @@ uninterrupted run ends (CPU, bit for bit)."""
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -13,6 +14,7 @@ import time
 import pytest
 
 import ablate
+from ablate.training import train
 
 TINY = ["model=tiny", "train=smoke", "data.max_bytes=3000000", "device=cpu", "logger=none"]
 LONG = ["train.max_steps=200", "train.checkpoint_every=20", "train.eval_every=20", "train.log_every=10"]
@@ -30,12 +32,24 @@ def uninterrupted(tmp_path_factory):
     return _train_rows(run_dir)
 
 
-def test_failed_run_resumes_from_checkpoint_and_matches(tmp_path, uninterrupted):
+def test_failed_run_resumes_from_checkpoint_and_matches(tmp_path, uninterrupted, caplog):
+    """The failure comes from a trainer hook, not the config: the failed and the resuming run have one config
+    hash, as a rerun after a real crash does."""
     run_dir = tmp_path / "run"
-    with pytest.raises(RuntimeError):
-        ablate.train(ablate.compose([*TINY, *LONG, "debug.raise_at_step=75", f"out_dir={run_dir}"]))
-    assert json.loads((run_dir / "summary.json").read_text())["status"] == "failed"
+    cfg = ablate.compose([*TINY, *LONG, f"out_dir={run_dir}"])
+
+    def fail_at_75(state):
+        if state.step == 75:
+            raise RuntimeError("injected failure at step 75")
+
+    with pytest.raises(RuntimeError, match="injected failure"):
+        train(cfg, hooks=[fail_at_75])
+    failed = json.loads((run_dir / "summary.json").read_text())
+    assert failed["status"] == "failed" and "injected failure" in failed["error"]
+    caplog.set_level(logging.INFO, logger="ablate")
     summary = ablate.train(ablate.compose([*TINY, *LONG, f"out_dir={run_dir}"]))  # the fault is gone: resume
+    assert summary["config_hash"] == failed["config_hash"]
+    assert "resumed from the checkpoint at step 60" in caplog.text
     rows, _ = _train_rows(run_dir)
     assert summary["status"] == "completed"
     assert rows == uninterrupted[0]

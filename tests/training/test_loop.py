@@ -1,4 +1,5 @@
-"""The training loop end to end on model=tiny: run-dir contract, determinism, divergence, failure."""
+"""The training loop end to end on model=tiny: run-dir contract, determinism, divergence, failure. Faults come from
+a test-only component (tests/fixtures), never from the trainer's config."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import torch
 
 import ablate
 from ablate.spec import FAMILIES
+from tests.fixtures.variants import FIXTURE_OVERRIDES
 
 RUN_FILES = ("config.yaml", "overrides.yaml", "metrics.jsonl", "summary.json", "sample.txt", "checkpoints/last.pt")
 
@@ -27,8 +29,8 @@ def test_run_dir_contract(tmp_path, tiny_overrides):
     assert summary["status"] == "completed"
     assert summary["attention"] == "gqa" and summary["pos_enc"] == "rope"
     assert set(FAMILIES) <= set(summary)
-    for key in ("final/val_loss", "best/val_loss", "params/total", "params/non_embedding", "flops_per_token",
-                "time_s", "tokens", "seed", "config_hash"):
+    for key in ("final/val_loss", "best/val_loss", "params/total", "params/non_embedding", "params/active",
+                "flops_per_token", "time_s", "tokens", "seed", "config_hash"):
         assert key in summary, key
     train_rows = [r for r in rows if "train/loss" in r]
     eval_rows = [r for r in rows if "val/loss" in r]
@@ -36,10 +38,11 @@ def test_run_dir_contract(tmp_path, tiny_overrides):
     assert {"step", "tokens", "time_s", "val/loss", "val/ppl", "val/acc"} <= set(eval_rows[-1])
     assert eval_rows[0]["step"] == 0 and eval_rows[-1]["step"] == summary["steps"] == 20
     assert summary["tokens"] == 20 * 8 * 64
+    assert summary["params/active"] == summary["params/total"]  # dense: every parameter is active
     assert summary["final/val_loss"] == eval_rows[-1]["val/loss"] < eval_rows[0]["val/loss"]
     assert summary["best/val_loss"] == min(r["val/loss"] for r in eval_rows)
     assert cfg.attention.name == "gqa"
-    state = torch.load(run_dir / "checkpoints/last.pt", weights_only=False)
+    state = torch.load(run_dir / "checkpoints/last.pt", weights_only=True)  # tensors and plain values only
     assert {"model", "optimizer", "step", "rng", "config", "batches"} <= set(state) and state["step"] == 20
 
 
@@ -55,7 +58,7 @@ def test_cpu_rerun_is_bit_for_bit(tmp_path, tiny_overrides):
 
 
 def test_nan_loss_ends_diverged_without_exception(tmp_path, tiny_overrides):
-    summary, run_dir = _train(tmp_path, tiny_overrides + ["debug.nan_at_step=7"])
+    summary, run_dir = _train(tmp_path, tiny_overrides + [*FIXTURE_OVERRIDES, "ffn=faulty", "ffn.nan_at_step=7"])
     assert summary["status"] == "diverged" and summary["diverged_at_step"] == 7
     _, rows, on_disk = ablate.load_run(run_dir)
     assert on_disk["status"] == "diverged"
@@ -64,7 +67,7 @@ def test_nan_loss_ends_diverged_without_exception(tmp_path, tiny_overrides):
 
 def test_exception_is_recorded_then_raised(tmp_path, tiny_overrides):
     with pytest.raises(RuntimeError, match="injected failure"):
-        _train(tmp_path, tiny_overrides + ["debug.raise_at_step=3"])
+        _train(tmp_path, tiny_overrides + [*FIXTURE_OVERRIDES, "ffn=faulty", "ffn.raise_at_step=3"])
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert summary["status"] == "failed" and "injected failure" in summary["error"]
     assert "Traceback" in (tmp_path / "run" / "error.txt").read_text()
@@ -84,3 +87,11 @@ def test_corpus_too_short_is_one_clear_error(tmp_path, tiny_overrides):
 
     with pytest.raises(DataError, match="fewer than one window"):
         _train(tmp_path, tiny_overrides + ["data.max_bytes=2000"])
+
+
+def test_fault_injection_is_not_a_trainer_config_key():
+    from hydra.errors import ConfigCompositionException
+
+    for key in ("debug.nan_at_step", "debug.raise_at_step"):
+        with pytest.raises(ConfigCompositionException, match=key):
+            ablate.compose([f"{key}=3"])

@@ -1,0 +1,74 @@
+"""One training step's parts: auxiliary losses in the gradient but not in train/loss, their logged means, and the
+parallelize step (compile outside model code)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import ablate
+from ablate.config import train_spec
+from ablate.model.attention_sparse import compiled_flex_attention
+from ablate.training.optim import make_optimizer
+from ablate.training.parallelize import parallelize
+from ablate.training.state import TrainState
+from ablate.training.step import LossMeter, backward, compute_losses
+from tests.fixtures.variants import FIXTURE_OVERRIDES, PenalizedMLP
+
+TINY = ["model=tiny", "train=smoke", "logger=none", "data.max_bytes=3000000", "device=cpu"]
+PENALIZED = [*FIXTURE_OVERRIDES, "ffn=penalized", "ffn.penalty=0.5"]
+
+
+def test_the_step_minimizes_cross_entropy_plus_aux_and_reports_cross_entropy():
+    cfg = ablate.compose(["model=tiny", "dropout=off", *PENALIZED])
+    model = ablate.build_model(cfg)
+    assert isinstance(model.blocks[0].ffn, PenalizedMLP)
+    state = TrainState(model, make_optimizer(model, train_spec(cfg), "cpu"), None)
+    x, y = torch.randint(0, 256, (2, 2, 32)).unbind(0)
+
+    losses = compute_losses(model, model, x, y, "cpu")
+    penalties = [block.ffn.last_penalty for block in model.blocks]
+    params = [p for p in model.parameters()]
+    ce_grads = torch.autograd.grad(losses.ce, params, retain_graph=True, allow_unused=True)
+    aux_grads = torch.autograd.grad(sum(penalties), params, retain_graph=True, allow_unused=True)
+    values = backward(losses, state, grad_clip=0.0)
+
+    assert set(losses.aux) == {"ffn"} and torch.equal(losses.aux["ffn"], penalties[0] + penalties[1])
+    assert values == {"train/loss": losses.ce.item(), "train/aux/ffn": losses.aux["ffn"].item()}
+    for p, ce, aux in zip(params, ce_grads, aux_grads):
+        expected = ce if aux is None else ce + aux
+        torch.testing.assert_close(p.grad, expected)
+    up = next(i for i, p in enumerate(params) if p is model.blocks[0].ffn.up.weight)
+    assert not torch.allclose(params[up].grad, ce_grads[up])  # the aux term is really in the gradient
+
+
+def test_a_run_logs_each_aux_loss_as_a_mean_beside_train_loss(tmp_path):
+    run_dir = tmp_path / "run"
+    summary = ablate.train(ablate.compose([*TINY, *PENALIZED, f"out_dir={run_dir}"]))
+    _, rows, _ = ablate.load_run(run_dir)
+    train_rows = [r for r in rows if "train/loss" in r]
+    assert summary["status"] == "completed" and [r["step"] for r in train_rows] == [5, 10, 15, 20]
+    assert all(r["train/aux/ffn"] > 0 for r in train_rows)
+    assert not any("train/aux/ffn" in r for r in rows if "val/loss" in r)
+    assert summary["final/train_loss"] == train_rows[-1]["train/loss"]
+
+
+def test_the_loss_meter_averages_since_the_previous_row():
+    meter = LossMeter()
+    for ce, aux in [(3.0, 0.5), (2.0, 0.25)]:
+        meter.add({"train/loss": ce, "train/aux/ffn": aux})
+    assert meter.means() == {"train/loss": 2.5, "train/aux/ffn": 0.375}
+    meter.add({"train/loss": 1.0})
+    assert meter.means() == {"train/loss": 1.0}
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # torch.compile's import of torch.jit internals
+def test_parallelize_compiles_outside_the_model_and_shares_its_parameters():
+    cfg = ablate.compose(["model=tiny", "attention=local", "attention.window=16"])
+    model = ablate.build_model(cfg)
+    assert parallelize(model, train_spec(cfg), "cpu") is model
+    assert all(block.attn.flex_kernel is compiled_flex_attention() for block in model.blocks)  # compile_kernels
+    compiled = parallelize(model, train_spec(ablate.compose(["train.compile=true"])), "cpu")
+    assert compiled is not model and compiled._orig_mod is model  # lazy: nothing compiles before a forward
+    assert [id(p) for p in compiled.parameters()] == [id(p) for p in model.parameters()]
+
