@@ -8,9 +8,10 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from ablate.config import choices
+from ablate.naming import run_name
 from ablate.spec import FAMILIES, TARGET_KEY
 from ablate.track import RunFiles, make_logger
-from ablate.training.summary import run_name, study_info
+from ablate.training.summary import study_info
 
 
 def wandb_config(cfg: DictConfig) -> dict[str, Any]:

@@ -13,7 +13,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from ablate.config import choices
-from ablate.spec import RECORDING_ONLY, key_in
+from ablate.naming import run_name
 
 RUNNING, COMPLETED, DIVERGED, FAILED = "running", "completed", "diverged", "failed"
 FINISHED = (COMPLETED, DIVERGED)  # rerunning these would repeat the same computation
@@ -37,12 +37,6 @@ CARRIED = ("wandb_id", "final/val_loss", "final/val_ppl", "final/val_acc", "best
 
 class StatusError(RuntimeError):
     """An illegal status change (a finished run never changes status again)."""
-
-
-def run_name(overrides: list[str]) -> str:
-    """The W&B run name: the job's overrides, sorted, e.g. `attention=gqa,pos_enc=rope,seed=1`."""
-    kept = (o.lstrip("+~") for o in overrides)
-    return ",".join(sorted(o for o in kept if not key_in(o.split("=")[0], RECORDING_ONLY))) or "defaults"
 
 
 def study_info(cfg: DictConfig) -> dict[str, Any]:
