@@ -20,7 +20,7 @@ from ablate.data.batches import SAMPLERS, fixed_eval_batches
 from ablate.data.build import tokenize_corpus
 from ablate.data.cache import SPLITS, TokenCache
 from ablate.data.corpus import DataError, StdlibCorpus
-from ablate.data.files import TextCorpus
+from ablate.data.files import TextCorpus, list_files
 from ablate.data.hub import HubCorpus
 from ablate.data.mqar import RecallData, check_mqar_config, load_recall
 from ablate.data.tokenizer import check_tokenizer_config, load_tokenizer, tokenizer_settings, vocab_size_for
@@ -93,6 +93,9 @@ def check_data_config(data: DictConfig, tokenizer: DictConfig, block_size: int) 
     if data.name == "text" and not data.get("path"):
         problems.append("data=text cannot run without data.path=<a file, a directory or a glob of "
                         ".txt/.jsonl/.parquet>")
+    elif data.name == "text" and not list_files(str(data.path))[1]:
+        problems.append(f"data.path={data.path} names no file (a file, a directory or a glob of "
+                        ".txt/.jsonl/.parquet); check the path")
     if data.name in ("hf", "tinystories", "atlaset") and not data.get("dataset"):
         problems.append(f"data={data.name} cannot run without data.dataset=<a Hub id or a local path>")
     return problems

@@ -5,8 +5,11 @@ config.yaml (resolved) · overrides.yaml · metrics.jsonl · summary.json · che
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
+import logging
 import math
 import os
 import shutil
@@ -18,6 +21,12 @@ import yaml
 from omegaconf import DictConfig, OmegaConf
 
 from ablate.spec import RECORDING_ONLY, TARGET_KEY
+
+log = logging.getLogger(__name__)
+
+
+class RunDirBusy(RuntimeError):
+    """Another process is writing this run dir."""
 
 
 def _umask() -> int:
@@ -76,8 +85,52 @@ class RunFiles:
         self._metrics = None
 
     def read_summary(self) -> dict[str, Any] | None:
+        """The run's summary; a corrupt one counts as none (said once), so the rerun records afresh."""
         path = self.dir / "summary.json"
-        return json.loads(path.read_text()) if path.exists() else None
+        if not path.exists():
+            return None
+        try:
+            summary = json.loads(path.read_text())
+            if isinstance(summary, dict) and "status" in summary:
+                return summary
+        except (OSError, UnicodeDecodeError, ValueError) as e:
+            log.warning("%s cannot be read (%s): it will be rewritten", path, e)
+            return None
+        log.warning("%s is not a run summary (no status): it will be rewritten", path)
+        return None
+
+    def is_busy(self) -> bool:
+        """Whether another process holds this run dir's lock now."""
+        if not (self.dir / ".lock").exists():
+            return False
+        with open(self.dir / ".lock", "a+") as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return True
+            fcntl.flock(handle, fcntl.LOCK_UN)
+            return False
+
+    @contextlib.contextmanager
+    def lock(self):
+        """Hold the run dir for one writer: a second process (the same job launched twice) is refused at once
+        instead of mixing its rows, checkpoint and summary with the first's. The OS drops the lock if we die."""
+        with open(self.dir / ".lock", "a+") as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                handle.seek(0)
+                holder = handle.read().strip() or "another process"
+                raise RunDirBusy(f"run dir {self.dir} is being written by {holder}; wait for it to end or give "
+                                 "this run another dir") from None
+            handle.seek(0)
+            handle.truncate()
+            handle.write(f"pid {os.getpid()}")
+            handle.flush()
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
 
     def clear(self) -> None:
         """Remove the results of an earlier attempt that cannot be continued."""

@@ -22,6 +22,7 @@ from ablate.config import validate
 from ablate.data import load_tokens
 from ablate.model import TransformerLM, count_parameters, flops_per_token
 from ablate.spec import ModelSpec, TrainSpec
+from ablate.sweep.manifest import FILENAME as MANIFEST
 from ablate.track import RunFiles, config_hash
 from ablate.training.checkpoint import Checkpointer, read_checkpoint
 from ablate.training.device import peak_flops, pick_device
@@ -58,23 +59,56 @@ def resumable_checkpoint(files: RunFiles, digest: str) -> dict[str, Any] | None:
 def train(cfg: DictConfig, overrides: list[str] | None = None, *, hooks: Iterable[Hook] = ()) -> dict[str, Any]:
     """Train one model as `cfg` describes; returns the summary (also in <run dir>/summary.json).
 
-    A diverging loss ends the run with status `diverged` (no exception). Any other error is recorded as `failed`
-    with error.txt, then re-raised.
+    A config error is refused (SpecError, one line per problem) before anything is written. A diverging loss ends
+    the run with status `diverged` (no exception). Any other error is recorded as `failed` with error.txt, then
+    re-raised.
 
     `hooks` are called with the train state after every step. They exist for tests: an exception raised in one
     fails the run at an exact step while the config, and so the config hash, stays that of the run that resumes
     it (a fault set in the config would change the hash; a kill -9 lands at no exact step).
     """
     overrides = list(overrides or [])
-    run_dir = Path(cfg.out_dir) if cfg.get("out_dir") else default_run_dir()
-    files = RunFiles(run_dir)
+    mspec, tspec = validate(cfg)  # nothing exists yet: no run dir, cache, model or W&B run
     digest = config_hash(cfg)
     may_resume = cfg.get("resume", True)
-    previous = files.read_summary()
-    if may_resume and previous and previous.get("config_hash") == digest and previous["status"] in FINISHED:
-        log.info("%s: already %s in %s; skipped", previous.get("overrides"), previous["status"], run_dir)
-        return previous
-    summary = RunSummary.start(cfg, overrides, digest, run_dir)
+    run_dir = Path(cfg.out_dir) if cfg.get("out_dir") else default_run_dir()
+    if may_resume:
+        run_dir = same_job_in_sweep(run_dir, digest) or run_dir
+    files = RunFiles(run_dir)
+    with files.lock():
+        previous = files.read_summary()
+        if may_resume and previous and previous.get("config_hash") == digest and previous["status"] in FINISHED:
+            log.info("%s: already %s in %s; skipped", previous.get("overrides"), previous["status"], run_dir)
+            return previous
+        return _attempt(cfg, overrides, mspec, tspec, files, digest, may_resume, list(hooks))
+
+
+def same_job_in_sweep(run_dir: Path, digest: str) -> Path | None:
+    """Another job dir of the same sweep (a dir with ablate's manifest.json) that holds this very computation, when
+    this job's own dir does not: skipping and resuming follow the config hash, not the job dir's name (which
+    changes when, say, `seed=0,1,2` is added to a finished sweep's command). A finished one is skipped; an
+    interrupted one no process holds is continued; one being written right now is left to its writer."""
+    sweep_dir = run_dir.parent
+    own = RunFiles(run_dir).read_summary() if run_dir.exists() else None
+    if not (sweep_dir / MANIFEST).exists() or (own and own.get("config_hash") == digest):
+        return None
+    candidates = []
+    for path in sorted(sweep_dir.glob("*/summary.json")):
+        files = RunFiles(path.parent)
+        summary = files.read_summary() if path.parent != run_dir else None
+        if summary and summary.get("config_hash") == digest and not files.is_busy():
+            candidates.append((summary["status"] not in FINISHED, path.parent))
+    if not candidates:
+        return None
+    found = min(candidates)[1]  # a finished one first
+    log.info("%s already holds this job's computation (same config hash): it is used instead of %s", found,
+             run_dir.name)
+    return found
+
+
+def _attempt(cfg: DictConfig, overrides: list[str], mspec: ModelSpec, tspec: TrainSpec, files: RunFiles,
+             digest: str, may_resume: bool, hooks: list[Hook]) -> dict[str, Any]:
+    summary = RunSummary.start(cfg, overrides, digest, files.dir)
     sink = None
     try:
         checkpoint = resumable_checkpoint(files, digest) if may_resume else None
@@ -84,15 +118,15 @@ def train(cfg: DictConfig, overrides: list[str] | None = None, *, hooks: Iterabl
             summary.carry_over(checkpoint["summary"])
         files.write_config(cfg, overrides)
         files.write_summary(summary.to_dict())
-        mspec, tspec = validate(cfg)
+        torch.manual_seed(int(cfg.seed))
+        data = load_tokens(cfg.data, cfg.tokenizer, mspec.block_size)  # data errors come before a W&B run starts
         sink = MetricsSink.open(files, cfg, overrides, summary.wandb_id)
         summary.wandb_id = sink.run_id or summary.wandb_id
-        _run(cfg, mspec, tspec, files, sink, summary, checkpoint, list(hooks))
+        _run(cfg, mspec, tspec, data, files, sink, summary, checkpoint, hooks)
     except BaseException as e:
         if summary.status == RUNNING:  # an error after the run ended (writing its files) keeps that ending
             summary.fail(e)
-        files.write_text("error.txt", traceback.format_exc())
-        files.write_summary(summary.to_dict())
+        _record_failure(files, summary)
         if sink is not None:
             sink.finish(summary.to_dict(), exit_code=1)
         raise
@@ -102,13 +136,21 @@ def train(cfg: DictConfig, overrides: list[str] | None = None, *, hooks: Iterabl
     return summary.to_dict()
 
 
-def _run(cfg: DictConfig, mspec: ModelSpec, tspec: TrainSpec, files: RunFiles, sink: MetricsSink,
+def _record_failure(files: RunFiles, summary: RunSummary) -> None:
+    """error.txt and the failed summary; if even that cannot be written (a full disk), say so in the log: the
+    exception still ends the process non-zero."""
+    try:
+        files.write_text("error.txt", traceback.format_exc())
+        files.write_summary(summary.to_dict())
+    except OSError as e:
+        log.error("could not record the failure in %s (%s): the run's summary.json is out of date", files.dir, e)
+
+
+def _run(cfg: DictConfig, mspec: ModelSpec, tspec: TrainSpec, data, files: RunFiles, sink: MetricsSink,
          summary: RunSummary, checkpoint: dict[str, Any] | None, hooks: list[Hook]) -> None:
     device = pick_device(str(cfg.device))
     if device.startswith("cuda"):
         torch.cuda.reset_peak_memory_stats(torch.device(device))  # the previous job of a multirun is not ours
-    torch.manual_seed(int(cfg.seed))
-    data = load_tokens(cfg.data, cfg.tokenizer, mspec.block_size)
     log.info("data: %d train / %d val tokens (%s cache at %s)", len(data.train), len(data.val),
              "built" if data.built else "reused", data.cache_dir)
 

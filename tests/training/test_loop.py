@@ -73,13 +73,13 @@ def test_exception_is_recorded_then_raised(tmp_path, tiny_overrides):
     assert "Traceback" in (tmp_path / "run" / "error.txt").read_text()
 
 
-def test_spec_error_recorded_before_any_work(tmp_path, tiny_overrides):
+def test_spec_error_refused_before_anything_exists(tmp_path, tiny_overrides):
+    """A config error is one line before any work, and leaves no run dir (a typo run must not be counted later)."""
     from ablate.spec import SpecError
 
     with pytest.raises(SpecError, match="n_kv_heads=3 must divide model.n_heads=4"):
         _train(tmp_path, tiny_overrides + ["attention=gqa", "attention.n_kv_heads=3"])
-    assert json.loads((tmp_path / "run" / "summary.json").read_text())["status"] == "failed"
-    assert not (tmp_path / "run" / "metrics.jsonl").exists()
+    assert not (tmp_path / "run").exists()
 
 
 def test_corpus_too_short_is_one_clear_error(tmp_path, tiny_overrides):
