@@ -1,10 +1,11 @@
 """python -m ablate.compare <sweep dir | run dirs | glob> [--out DIR] [--x step|tokens|time] [--smooth W]
-[--zoom x0:x1[,y0:y1]] [--log-y] [--band minmax|std] [--baseline key=value] [--no-html] [--no-png]"""
+[--zoom x0:x1[,y0:y1]] [--log-y] [--band minmax|std] [--baseline key=value] [--no-html] [--no-png] [--strict]"""
 
 from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 from pathlib import Path
 
 from rich.console import Console
@@ -13,7 +14,9 @@ from rich.table import Table
 from ablate.compare.build import NoRuns, build_report
 from ablate.compare.charts import Options
 from ablate.compare.curves import DEFAULT_ZOOM, X_COLUMNS, parse_zoom
+from ablate.compare.load import SkippedWarning
 from ablate.compare.tables import COLUMNS, PHASE_COLUMNS, cells, columns_for, section_heading
+from ablate.sweep.manifest import ManifestWarning
 
 
 def parser() -> argparse.ArgumentParser:
@@ -40,6 +43,8 @@ def parser() -> argparse.ArgumentParser:
                         "option given), else the one conf/study/<factor>.yaml names")
     p.add_argument("--no-html", action="store_true", help="skip report.html")
     p.add_argument("--no-png", action="store_true", help="skip the PNG figures")
+    p.add_argument("--strict", action="store_true",
+                   help="a run, line or manifest that cannot be read is an error (exit 1), not a warning")
     return p
 
 
@@ -90,6 +95,11 @@ def terminal_table(section, rows) -> Table:
     return table
 
 
+def _show(message, category, filename, lineno, file=None, line=None) -> None:
+    """A skipped file or line, one line on stderr: `warning: <path>: <what>`."""
+    print(f"warning: {message}", file=sys.stderr)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = parser()
     args = p.parse_args(argv)
@@ -98,10 +108,17 @@ def main(argv: list[str] | None = None) -> int:
     out = args.out or default_out(args.inputs)
     console = Console()
     try:
-        report = build_report(args.inputs, out, options, baselines, html=not args.no_html, png=not args.no_png)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error" if args.strict else "always", SkippedWarning)
+            warnings.simplefilter("error" if args.strict else "always", ManifestWarning)
+            warnings.showwarning = _show
+            report = build_report(args.inputs, out, options, baselines, html=not args.no_html, png=not args.no_png)
     except (NoRuns, FileNotFoundError) as e:
         console.print(f"[red]{e}[/red]")
         return 2
+    except (SkippedWarning, ManifestWarning) as e:
+        console.print(f"[red]--strict: {e}[/red]")
+        return 1
     for section, rows in zip(report.sections, report.tables):
         console.print(terminal_table(section, rows))
         for note in section.notes:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import glob
 import json
 import math
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,10 @@ import yaml
 
 from ablate.sweep.manifest import Manifest, find_manifest, read_manifest
 from ablate.track import files as track_files
+
+class SkippedWarning(UserWarning):
+    """A run, or a line of one, that compare could not read and left out (an error with --strict)."""
+
 
 # Statuses from best to worst: which copy of a duplicated job to keep.
 STATUS_RANK = {"completed": 0, "running": 1, "diverged": 2, "failed": 3}
@@ -72,14 +77,26 @@ def as_number(value: Any) -> float | None:
 def read_run(run_dir: Path) -> Run:
     summary = json.loads((run_dir / "summary.json").read_text())
     config_path = run_dir / "config.yaml"
-    config = (yaml.safe_load(config_path.read_text()) or {}) if config_path.exists() else {}
+    try:
+        config = (yaml.safe_load(config_path.read_text()) or {}) if config_path.exists() else {}
+    except (yaml.YAMLError, OSError, UnicodeDecodeError) as e:
+        warnings.warn(f"{config_path}: cannot be read ({type(e).__name__}); the run is grouped by its summary",
+                      SkippedWarning, stacklevel=2)
+        config = {}
     return Run(dir=run_dir, summary=summary, config=config, rows=read_metrics(run_dir / "metrics.jsonl"))
 
 
 def read_metrics(path: Path) -> list[dict[str, Any]]:
-    """metrics.jsonl rows with the trainer's "nan"/"inf" strings turned back into floats."""
+    """metrics.jsonl rows with the trainer's "nan"/"inf" strings turned back into floats; each line that cannot be
+    read is left out and said (a curve is never cut silently)."""
+    skipped: list[int] = []
+    rows = track_files.read_metrics(path, skipped)
+    if skipped:
+        warnings.warn(f"{path}: {len(skipped)} line(s) cannot be read and were left out (line "
+                      f"{', '.join(map(str, skipped[:10]))}{' …' if len(skipped) > 10 else ''})", SkippedWarning,
+                      stacklevel=2)
     return [{k: (as_number(v) if isinstance(v, str) and as_number(v) is not None else v) for k, v in row.items()}
-            for row in track_files.read_metrics(path)]
+            for row in rows]
 
 
 def find_run_dirs(inputs: list[str]) -> list[Path]:
@@ -120,10 +137,13 @@ def _run_dirs_in(path: Path) -> list[Path]:
 
 
 def _is_run_summary(path: Path) -> bool:
-    """A run's summary has a status; other tools' files named summary.json do not."""
+    """A run's summary has a status; other tools' files named summary.json do not (left out quietly). One that
+    cannot be read at all is left out and said: it may be a run."""
     try:
         data = json.loads(path.read_text())
-    except (json.JSONDecodeError, OSError):
+    except (ValueError, OSError) as e:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        warnings.warn(f"{path}: cannot be read ({type(e).__name__}: {e}); that run is left out", SkippedWarning,
+                      stacklevel=2)
         return False
     return isinstance(data, dict) and "status" in data
 

@@ -159,7 +159,13 @@ def run_study(study: str, index: int, choices: dict[str, str], seeds: list[int],
     cmd = [sys.executable, "-m", "ablate.run", "-m", f"+study={study}", f"seed={','.join(map(str, seeds))}",
            f"study.baseline={choices[factor]}", *fixed, *overrides, f"hydra.sweep.dir={sweep_dir}"]
     print("ladder:", " ".join(cmd[2:]), flush=True)
-    subprocess.run(cmd, check=False)  # failed jobs are recorded in their run dirs; decide on the completed ones
+    # failed jobs are recorded in their run dirs: decide on the completed ones, and say so in the exit code at the end
+    returncode = subprocess.run(cmd, check=False).returncode
+    if returncode == 2:  # the sweep refused its configs before any job started: nothing to decide on
+        raise SystemExit(f"ladder: the {study} study's sweep refused its config (see the lines above); nothing ran")
+    if returncode:
+        print(f"ladder: {study}: some jobs did not complete (sweep exit {returncode}); deciding on the completed "
+              f"ones, see {sweep_dir / 'sweep.json'}", flush=True)
     return sweep_dir
 
 
@@ -228,6 +234,10 @@ def main(argv: list[str] | None = None) -> None:
     state = run_ladder(studies, [int(s) for s in args.seeds.split(",")], args.overrides, Path(args.dir),
                        NoiseRule(args.sigmas, args.min_seeds, args.alpha), start)
     print(f"ladder: final choices {' '.join(state['phases'][-1])}; decisions and phases in {args.dir}")
+    incomplete = [d["study"] for d in state.get("decisions", []) if not d["seeds"] or 0 in d["seeds"].values()]
+    if incomplete:
+        raise SystemExit(f"ladder: {', '.join(incomplete)}: an option has no completed run (see each study's "
+                         "sweep.json); the decisions above kept the current choice there")
 
 
 if __name__ == "__main__":

@@ -176,16 +176,22 @@ def load_run(path: str | os.PathLike) -> tuple[DictConfig, list[dict[str, Any]],
     return cfg, read_metrics(run_dir / "metrics.jsonl"), json.loads((run_dir / "summary.json").read_text())
 
 
-def read_metrics(path: Path) -> list[dict[str, Any]]:
-    """The rows of a metrics.jsonl (none if it does not exist), as written: non-finite numbers stay "nan"/"inf"."""
+def read_metrics(path: Path, skipped: list[int] | None = None) -> list[dict[str, Any]]:
+    """The rows of a metrics.jsonl (none if it does not exist), as written: non-finite numbers stay "nan"/"inf".
+    A line that is not a JSON object (a row cut by a kill mid-write, a damaged line) is passed over, never the rows
+    after it; its 1-based number is added to `skipped` for the caller to report."""
     rows: list[dict[str, Any]] = []
     if not path.exists():
         return rows
-    for line in path.read_text().splitlines():
+    for number, line in enumerate(path.read_text(errors="replace").splitlines(), start=1):
         if not line.strip():
             continue
         try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:  # a row cut by a kill mid-write: everything before it is intact
-            break
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            row = None
+        if isinstance(row, dict) and isinstance(row.get("step"), int):
+            rows.append(row)
+        elif skipped is not None:
+            skipped.append(number)
     return rows

@@ -140,6 +140,16 @@ def test_noise_flags_reach_the_rule(tmp_path, monkeypatch):
         main(["--studies", "ffn", "--alpha", "5", "--dir", str(tmp_path)])
 
 
+def test_an_option_without_a_completed_run_makes_the_exit_non_zero(tmp_path, monkeypatch):
+    """Deciding on what completed is fine, but the exit code says that not everything did."""
+    def fake_ladder(studies, seeds, overrides, ladder_dir, rule, start):
+        return {"phases": [[], []], "decisions": [{"study": "ffn", "seeds": {"relu": 2, "swiglu": 0}}]}
+
+    monkeypatch.setattr(ladder, "run_ladder", fake_ladder)
+    with pytest.raises(SystemExit, match="ffn: an option has no completed run"):
+        main(["--studies", "ffn", "--dir", str(tmp_path)])
+
+
 def test_tiny_ladder_end_to_end_and_resume(tmp_path, capsys):
     # Constructed so the placement study is within noise for certain: without norms, a pre-norm block
     # x + f(x) and a post-norm block x + f(x) are the same computation, so pre and post tie exactly on every
