@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
+import shutil
 import sys
+from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
@@ -31,6 +33,7 @@ def main(cfg: DictConfig) -> float | None:
     except SpecError as e:
         for line in e.problems:
             log.error("config error: %s", line)
+        discard_hydra_only_dir(Path(cfg.out_dir))
         if not keep_going:
             sys.exit(2)
         return None
@@ -42,6 +45,25 @@ def main(cfg: DictConfig) -> float | None:
     log.info("%s: %s, final val loss %.4f -> %s", summary["overrides"], summary["status"],
              summary.get("final/val_loss", float("nan")), cfg.out_dir)
     return objective(summary)
+
+
+def discard_hydra_only_dir(run_dir: Path) -> None:
+    """Hydra makes the run dir (its .hydra/ and the job's log) before the run can validate its config: a refused
+    config leaves nothing behind, so `outputs/` never fills with typo runs. Only a dir holding nothing else goes,
+    then its parents while they are empty."""
+    contents = list(run_dir.iterdir()) if run_dir.is_dir() else []
+    if not contents or any(p.name != ".hydra" and p.suffix != ".log" for p in contents):
+        return
+    for handler in list(logging.getLogger().handlers):  # the job's log file lives there
+        if isinstance(handler, logging.FileHandler) and Path(handler.baseFilename).parent == run_dir.resolve():
+            logging.getLogger().removeHandler(handler)
+            handler.close()
+    shutil.rmtree(run_dir, ignore_errors=True)
+    for parent in list(run_dir.parents)[:2]:  # outputs/<date>, then outputs, when nothing else is there
+        try:
+            parent.rmdir()
+        except OSError:
+            break
 
 
 def objective(summary: dict) -> float:

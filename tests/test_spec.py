@@ -81,4 +81,4 @@ def test_cli_rejects_bad_config_before_training(tmp_path):
          "logger=none", f"hydra.run.dir={tmp_path / 'run'}"], capture_output=True, text=True)
     assert result.returncode == 2
     assert "attention.n_kv_heads=3 must divide model.n_heads=4" in result.stdout + result.stderr
-    assert not (tmp_path / "run" / "metrics.jsonl").exists()
+    assert not (tmp_path / "run").exists()  # not even Hydra's .hydra/ and log: a refused config leaves nothing

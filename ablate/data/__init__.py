@@ -93,12 +93,25 @@ def check_data_config(data: DictConfig, tokenizer: DictConfig, block_size: int) 
     if data.name == "text" and not data.get("path"):
         problems.append("data=text cannot run without data.path=<a file, a directory or a glob of "
                         ".txt/.jsonl/.parquet>")
-    elif data.name == "text" and not list_files(str(data.path))[1]:
-        problems.append(f"data.path={data.path} names no file (a file, a directory or a glob of "
-                        ".txt/.jsonl/.parquet); check the path")
+    elif data.name == "text":
+        problems += _check_text_files(str(data.path), block_size)
     if data.name in ("hf", "tinystories", "atlaset") and not data.get("dataset"):
         problems.append(f"data={data.name} cannot run without data.dataset=<a Hub id or a local path>")
     return problems
+
+
+def _check_text_files(path: str, block_size: int) -> list[str]:
+    """Files that exist, and enough bytes for one window in each split: a split has at most as many tokens as the
+    corpus has bytes (byte-level ids; BPE merges only shorten), so fewer bytes than two windows cannot train."""
+    files = list_files(path)[1]
+    if not files:
+        return [f"data.path={path} names no file (a file, a directory or a glob of .txt/.jsonl/.parquet); check "
+                "the path"]
+    size = sum(f.stat().st_size for f in files)
+    if size < 2 * (block_size + 2):
+        return [f"data.path={path} holds {size} bytes, too few for one window of model.block_size+1="
+                f"{block_size + 1} tokens in both the train and val split; use more text or a smaller block_size"]
+    return []
 
 
 def load_tokens(data: DictConfig, tokenizer_cfg: DictConfig, block_size: int) -> TokenData | RecallData:
