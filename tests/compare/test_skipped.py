@@ -6,6 +6,8 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
+
 from tests.compare.fake_runs import write_run
 
 
@@ -33,9 +35,10 @@ def test_each_unreadable_file_or_line_is_said_and_the_rest_is_kept(tmp_path):
     warnings = [line for line in result.stderr.splitlines() if line.startswith("warning: ")]
     assert any("runs/c/summary.json: cannot be read (JSONDecodeError" in w and "left out" in w for w in warnings)
     assert any("runs/b/metrics.jsonl: 1 line(s) cannot be read and were left out (line 3)" in w for w in warnings)
-    from ablate.compare.load import read_metrics
+    from ablate.compare.load import SkippedWarning, read_metrics
 
-    assert len(read_metrics(tmp_path / "runs" / "b" / "metrics.jsonl")) == kept  # the rows after it are kept
+    with pytest.warns(SkippedWarning, match="line 3"):
+        assert len(read_metrics(tmp_path / "runs" / "b" / "metrics.jsonl")) == kept  # the rows after it are kept
 
 
 def test_strict_makes_it_an_error(tmp_path):
