@@ -129,6 +129,8 @@ def _filled(family: str, option: Choice, cls: type) -> Choice:
 
 
 def _check_components(spec: ModelSpec) -> tuple[ModelSpec, list[str]]:
+    """Each option's class and knobs, then the cross-field rules. Those rules may ask any option's class (rope asks
+    the attention's), so they run only once every class has resolved."""
     problems: list[str] = []
     classes, filled = {}, {}
     for family in COMPONENT_FAMILIES:
@@ -138,16 +140,17 @@ def _check_components(spec: ModelSpec) -> tuple[ModelSpec, list[str]]:
             filled[family] = _filled(family, option, cls)
         except SpecError as e:
             problems += e.problems
+    if problems:
+        return spec, problems
     spec = ModelSpec(**{**vars(spec), **filled})
     for family, option in filled.items():
         problems += classes[family].check(spec, option.knobs)
-    if "pos_enc" in classes and "attention" in classes:
-        acts_on, attention = classes["pos_enc"].acts_on, classes["attention"]
-        if acts_on not in attention.supports:
-            problems.append(
-                f"pos_enc={spec.pos_enc.name} cannot be used with attention={spec.attention.name}: "
-                f"{attention.unsupported_reason.get(acts_on, 'not supported')}; choose another pos_enc or attention"
-            )
+    acts_on, attention = classes["pos_enc"].acts_on, classes["attention"]
+    if acts_on not in attention.supports:
+        problems.append(
+            f"pos_enc={spec.pos_enc.name} cannot be used with attention={spec.attention.name}: "
+            f"{attention.unsupported_reason.get(acts_on, 'not supported')}; choose another pos_enc or attention"
+        )
     return spec, problems
 
 

@@ -96,6 +96,14 @@ def test_a_target_outside_the_family_is_one_line(target, message):
     assert len(error.value.problems) == 1 and message in error.value.problems[0], error.value.problems
 
 
+def test_a_bad_target_is_one_line_even_where_another_option_asks_for_its_class():
+    """rope's own check asks the attention's class; an unimportable attention must still be one line, not a crash."""
+    with pytest.raises(SpecError) as error:
+        validate(ablate.compose(["attention._target_=no_such_module.Thing", "pos_enc=rope"]))
+    assert len(error.value.problems) == 1
+    assert "attention=mha: _target_ no_such_module.Thing cannot be imported" in error.value.problems[0]
+
+
 def test_a_missing_target_says_what_to_add():
     with pytest.raises(SpecError) as error:
         validate(ablate.compose(["~ffn._target_"]))
