@@ -24,13 +24,12 @@ from pathlib import Path
 from statistics import mean
 from typing import Any
 
-from omegaconf import OmegaConf
 
 from ablate.compare.stats import ALPHA, NOISE_SIGMAS, beyond_noise, pooled_std, welch_p
 from ablate.spec import FAMILIES
 from ablate.sweep.manifest import StudyEntry, read_manifest
 from ablate.sweep.report import collect_summaries
-from ablate.sweep.sweeper import STUDY_DIR
+from ablate.sweep.sweeper import load_study
 from ablate.track import atomic_write
 
 DEFAULT_STUDIES = ("attention", "pos_enc", "placement", "ffn", "dropout")  # the order of the original phases 1-5
@@ -110,7 +109,7 @@ def final_losses(sweep_dir: Path, factor: str, options: Iterable[str] = ()) -> d
 
 def study_factor(study: str) -> str:
     """The config group a study varies, read from conf/study/<study>.yaml."""
-    spec = OmegaConf.load(STUDY_DIR / f"{study}.yaml")
+    spec = load_study(study, where="--studies")
     factor = str(spec.study.varies)
     if factor not in FAMILIES:
         raise SystemExit(f"--studies: {study} varies {factor}, not a component group; the ladder needs one-factor "
@@ -223,10 +222,10 @@ def main(argv: list[str] | None = None) -> None:
         parser.error(f"--alpha {args.alpha}: must be in (0, 1]")
     studies = [s for s in args.studies.split(",") if s]
     for study in studies:
-        if not (STUDY_DIR / f"{study}.yaml").exists():
-            parser.error(f"--studies: no study named {study}; choose from "
-                         f"{', '.join(sorted(p.stem for p in STUDY_DIR.glob('*.yaml')))}")
-        study_factor(study)
+        try:
+            study_factor(study)
+        except ValueError as e:
+            parser.error(str(e))
     from ablate import compose
 
     base = compose(args.overrides)

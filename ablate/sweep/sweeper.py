@@ -12,7 +12,6 @@ whatever `hydra/launcher` is configured.
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 from typing import Any
 
 from hydra.core.override_parser.types import Override
@@ -44,11 +43,12 @@ def study_options(study: DictConfig, searchpath: tuple[str, ...] = ()) -> tuple[
     return family, sorted(found, key=lambda option: option != baseline)
 
 
-def load_study(name: str) -> DictConfig:
+def load_study(name: str, where: str = "study.include") -> DictConfig:
+    """conf/study/<name>.yaml; ValueError naming `where` (the key or flag that named it) and the studies there are."""
     path = STUDY_DIR / f"{name}.yaml"
     if not path.exists():
         known = ", ".join(sorted(p.stem for p in STUDY_DIR.glob("*.yaml")))
-        raise ValueError(f"study.include: no study named {name}; choose from {known}")
+        raise ValueError(f"{where}: no study named {name}; choose from {known}")
     return OmegaConf.load(path)
 
 

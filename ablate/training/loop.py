@@ -93,9 +93,9 @@ def same_job_in_sweep(run_dir: Path, digest: str) -> Path | None:
     if not (sweep_dir / MANIFEST).exists() or (own and own.get("config_hash") == digest):
         return None
     candidates = []
-    for path in sorted(sweep_dir.glob("*/summary.json")):
+    for path in sorted(sweep_dir.glob("*/summary.json")):  # its own dir is among them only with another hash
         files = RunFiles(path.parent)
-        summary = files.read_summary() if path.parent != run_dir else None
+        summary = files.read_summary()
         if summary and summary.get("config_hash") == digest and not files.is_busy():
             candidates.append((summary["status"] not in FINISHED, path.parent))
     if not candidates:
