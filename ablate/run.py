@@ -33,7 +33,8 @@ def main(cfg: DictConfig) -> float | None:
     except SpecError as e:
         for line in e.problems:
             log.error("config error: %s", line)
-        discard_hydra_only_dir(Path(cfg.out_dir))
+        default_dir = not any(o.startswith("hydra.run.dir=") for o in hydra_cfg.overrides.hydra)
+        discard_hydra_only_dir(Path(cfg.out_dir), with_parents=default_dir and hydra_cfg.mode == RunMode.RUN)
         if not keep_going:
             sys.exit(2)
         return None
@@ -47,10 +48,11 @@ def main(cfg: DictConfig) -> float | None:
     return objective(summary)
 
 
-def discard_hydra_only_dir(run_dir: Path) -> None:
+def discard_hydra_only_dir(run_dir: Path, with_parents: bool) -> None:
     """Hydra makes the run dir (its .hydra/ and the job's log) before the run can validate its config: a refused
-    config leaves nothing behind, so `outputs/` never fills with typo runs. Only a dir holding nothing else goes,
-    then its parents while they are empty."""
+    config leaves nothing behind, so `outputs/` never fills with typo runs. Only a dir holding nothing else goes;
+    `with_parents` (the default `outputs/<date>/<time>` dir, not one the user named): then its parents below the
+    working dir while they are empty."""
     contents = list(run_dir.iterdir()) if run_dir.is_dir() else []
     if not contents or any(p.name != ".hydra" and p.suffix != ".log" for p in contents):
         return
@@ -59,7 +61,10 @@ def discard_hydra_only_dir(run_dir: Path) -> None:
             logging.getLogger().removeHandler(handler)
             handler.close()
     shutil.rmtree(run_dir, ignore_errors=True)
-    for parent in list(run_dir.parents)[:2]:  # outputs/<date>, then outputs, when nothing else is there
+    cwd = Path.cwd()
+    for parent in run_dir.resolve().parents if with_parents else ():  # outputs/<date>, then outputs: below the working dir, while empty
+        if parent == cwd or cwd not in parent.parents:
+            break
         try:
             parent.rmdir()
         except OSError:

@@ -82,3 +82,4 @@ def test_cli_rejects_bad_config_before_training(tmp_path):
     assert result.returncode == 2
     assert "attention.n_kv_heads=3 must divide model.n_heads=4" in result.stdout + result.stderr
     assert not (tmp_path / "run").exists()  # not even Hydra's .hydra/ and log: a refused config leaves nothing
+    assert tmp_path.is_dir()  # ... but the folder the user named it under stays

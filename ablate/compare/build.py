@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -75,7 +74,6 @@ def build_report(inputs: list[str], out: Path, options: Options | None = None,
 
 def _write(path: Path, text: str) -> Path:
     atomic_write(path, text)
-    os.chmod(path, 0o644)  # atomic_write's temp file is private (0600); a report is meant to be shared
     return path
 
 

@@ -126,10 +126,9 @@ def manifest_path(path_or_dir: str | os.PathLike) -> Path:
 
 
 def write_manifest(sweep_dir: str | os.PathLike, manifest: Manifest) -> Path:
-    """Write `<sweep_dir>/manifest.json` atomically (readers never see a partial file), readable by all (0644)."""
+    """Write `<sweep_dir>/manifest.json` atomically (readers never see a partial file), with the user's umask."""
     path = Path(sweep_dir) / FILENAME
     atomic_write(path, manifest.to_json())
-    os.chmod(path, 0o644)  # atomic_write's temp file is private (0600)
     return path
 
 
