@@ -10,11 +10,13 @@ Public API (stable names):
 from __future__ import annotations
 
 import secrets
+from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from ablate.components.options import CONF_DIR
 from ablate.naming import job_dirname
+
+CONF_DIR = Path(__file__).resolve().parent.parent / "conf"  # here, so `import ablate` stays light (no torch)
 
 # conf/config.yaml names sweep job dirs with it (`${ablate_job_dir:${hydra:overrides.task}}`)
 OmegaConf.register_new_resolver("ablate_job_dir", job_dirname, replace=True)

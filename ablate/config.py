@@ -14,7 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 
 from ablate.components import FAMILY_BASES
-from ablate.components.options import CONF_DIR
+from ablate import CONF_DIR
 from ablate.data import check_data_config, vocab_size_of_config
 from ablate.spec import (
     COMPONENT_FAMILIES,

@@ -10,7 +10,7 @@ from typing import Any
 from omegaconf import OmegaConf
 
 from ablate.compare.load import Run
-from ablate.components.options import CONF_DIR
+from ablate import CONF_DIR
 from ablate.spec import FAMILIES, RECORDING_ONLY, REPEAT_KEYS, TARGET_KEY, key_in
 
 # Config keys that say where/how a run is recorded, which study filed it, or which repeat it is — not what is

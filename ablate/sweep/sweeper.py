@@ -17,7 +17,8 @@ from typing import Any
 from hydra.core.override_parser.types import Override
 from omegaconf import DictConfig, OmegaConf
 
-from ablate.components.options import CONF_DIR, option_names
+from ablate import CONF_DIR
+from ablate.components.options import option_names
 from ablate.spec import REPEAT_KEYS, SpecError, key_in
 from ablate.sweep.manifest import Manifest, StudyEntry, adhoc_manifest
 
