@@ -16,7 +16,10 @@ from omegaconf import DictConfig, OmegaConf
 
 from ablate.naming import job_dirname
 
-CONF_DIR = Path(__file__).resolve().parent.parent / "conf"  # here, so `import ablate` stays light (no torch)
+# The configs: `conf/` at the repo root in a source checkout (and an editable install); a wheel maps it into the
+# package as `ablate/conf/` (pyproject's package-dir). Defined here so `import ablate` stays light (no torch).
+_PACKAGED_CONF = Path(__file__).resolve().parent / "conf"
+CONF_DIR = _PACKAGED_CONF if _PACKAGED_CONF.is_dir() else Path(__file__).resolve().parent.parent / "conf"
 
 # conf/config.yaml names sweep job dirs with it (`${ablate_job_dir:${hydra:overrides.task}}`)
 OmegaConf.register_new_resolver("ablate_job_dir", job_dirname, replace=True)

@@ -12,14 +12,28 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, open_dict
 
+from ablate import CONF_DIR
+from ablate.extras import missing_extras
 from ablate.spec import SpecError
-from ablate.training import train
 
 log = logging.getLogger("ablate")
 
 
-@hydra.main(config_path="../conf", config_name="config", version_base="1.3")
-def main(cfg: DictConfig) -> float | None:
+def main() -> None:
+    """`python -m ablate.run` and `ablate-run`: a launcher or sweeper from an extra that is not installed is named,
+    with its pip line, before Hydra composes anything."""
+    problems = missing_extras(sys.argv[1:])
+    for line in problems:
+        print(f"config error: {line}", file=sys.stderr)
+    if problems:
+        sys.exit(2)
+    run()
+
+
+@hydra.main(config_path=str(CONF_DIR), config_name="config", version_base="1.3")
+def run(cfg: DictConfig) -> float | None:
+    from ablate.training import train  # here: a refused extra is reported without importing torch
+
     hydra_cfg = HydraConfig.get()
     with open_dict(cfg):
         cfg.out_dir = hydra_cfg.runtime.output_dir
