@@ -1,4 +1,4 @@
-"""The run summary (summary.json): typed, owning its status, serialized to the keys README "Outputs" documents.
+"""The run summary (summary.json): typed, owning its status, serialized to the keys docs/records.md documents.
 
 A run is `running` until it ends once: `completed`, `diverged` or `failed`; any other change is refused.
 """
