@@ -5,6 +5,7 @@ Public API (stable names):
     build_model(cfg) -> nn.Module         validated model; model(ids (B, T)) -> logits (B, T, vocab)
     train(cfg) -> dict                    one run; returns its summary
     load_run(path) -> (config, metrics rows, summary)
+    load_model(path) -> nn.Module         a run's trained model (final weights, eval mode)
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ OmegaConf.register_new_resolver("ablate_job_dir", job_dirname, replace=True)
 # config (as Hydra's `now` is), so every job of a sweep, in any launcher process, resolves the same sweep dir.
 OmegaConf.register_new_resolver("ablate_unique", lambda: secrets.token_hex(3), use_cache=True, replace=True)
 
-__all__ = ["compose", "build_model", "train", "load_run", "CONF_DIR"]
+__all__ = ["compose", "build_model", "train", "load_run", "load_model", "CONF_DIR"]
 
 
 def compose(overrides: list[str] | None = None) -> DictConfig:
@@ -54,3 +55,9 @@ def load_run(path):
     from ablate.track import load_run as _load_run
 
     return _load_run(path)
+
+
+def load_model(path):
+    from ablate.weights import load_model as _load_model
+
+    return _load_model(path)

@@ -25,6 +25,7 @@ from ablate.spec import ModelSpec, TrainSpec
 from ablate.sweep.manifest import FILENAME as MANIFEST
 from ablate.track import RunFiles, config_hash
 from ablate.training.checkpoint import Checkpointer, read_checkpoint
+from ablate.weights import save_final_weights
 from ablate.training.device import peak_flops, pick_device
 from ablate.training.evaluate import Evaluator
 from ablate.training.optim import lr_at, make_optimizer, set_lr
@@ -185,6 +186,7 @@ def _run(cfg: DictConfig, mspec: ModelSpec, tspec: TrainSpec, data, files: RunFi
     summary.tokens_per_s = trainer.throughput.rate(state)
     if summary.status == RUNNING:
         trainer.checkpointer.final(state)
+        save_final_weights(model, files.dir)  # model.safetensors: what load_model and the exporter read
         if tspec.sample.tokens:
             prompt = data.tokenizer.encode(tspec.sample.prompt).tolist()
             ids = generate(model, prompt, tspec.sample.tokens, tspec.sample.temperature, tspec.sample.top_p,
