@@ -78,7 +78,7 @@ def default_out(inputs: list[str]) -> Path:
 
 # Terminal: the decision columns only; summary.md has them all. (general table column, phases table column)
 TERMINAL_COLUMNS = [("variant", "phase"), ("final val loss", "final val loss"),
-                    ("% vs baseline", "% vs phase 0 (cumulative)"), ("p (Welch)", "p vs phase 0"),
+                    ("% vs baseline", "% vs phase 0 (cumulative)"), ("test", "test"), ("p (Holm)", "p (Holm)"),
                     ("verdict", "verdict vs phase 0"), ("runs", "runs")]
 
 

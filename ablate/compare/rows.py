@@ -28,6 +28,7 @@ class VariantRow:
     runs: list[Run]
     is_baseline: bool = False
     final: list[float] = field(default_factory=list)  # per counted seed
+    pair_keys: list[Any] = field(default_factory=list)  # per counted seed: what pairs it across variants
     best: list[float] = field(default_factory=list)
     final_spread: stats.Spread | None = None
     best_spread: stats.Spread | None = None
@@ -59,6 +60,7 @@ def variant_row(label: str, runs: list[Run]) -> VariantRow:
     row = VariantRow(label=label, runs=runs)
     done = [r for r in runs if counted(r)]
     row.final = [r.number("final/val_loss") for r in done]
+    row.pair_keys = [pair_key(r) for r in done]
     row.best = [b for r in done if (b := r.number("best/val_loss")) is not None]
     row.final_spread, row.best_spread = stats.spread(row.final), stats.spread(row.best)
     row.params_total = _first(runs, "params/total")
@@ -71,6 +73,14 @@ def variant_row(label: str, runs: list[Run]) -> VariantRow:
     row.statuses = Counter(r.status for r in runs)
     row.flags = [(r.name, message) for r in runs for message in run_flags(r)]
     return row
+
+
+def pair_key(run: Run) -> tuple[Any, ...]:
+    """Runs of two variants are a pair when they share this: the seed and the order of training batches. A run
+    recorded before `data.order` existed drew its batches from data.seed alone (`fixed`)."""
+    data = run.config.get("data") or {}
+    order = str(data.get("order", "fixed"))
+    return (str(run.seed), str(data.get("seed", 0)), order)
 
 
 def _first(runs: list[Run], key: str) -> float | None:
@@ -86,14 +96,18 @@ def section_rows(section: Section) -> list[VariantRow]:
     """The section's table: sorted by mean final val loss (phases: by phase), variants without a result last."""
     rows = [variant_row(label, runs) for label, runs in section.variants.items()]
     base = next((r for r in rows if r.label == section.baseline), None)
+    comparisons = {}
+    if base is not None and base.final:  # one family per study: Holm over its comparisons with the baseline
+        arms = {r.label: stats.Arm(r.final, r.pair_keys) for r in rows}
+        comparisons = stats.study_comparisons(arms, base.label)
     for row in rows:
         row.is_baseline = row is base
         if not row.final:
             row.verdict = _why_no_result(row)
         elif row.is_baseline:
             row.verdict = stats.BASELINE
-        elif base is not None and base.final:
-            row.comparison = stats.compare(row.final, base.final)
+        elif row.label in comparisons:
+            row.comparison = comparisons[row.label]
             row.verdict = row.comparison.verdict
         else:
             row.verdict = "no baseline result"

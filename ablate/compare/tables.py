@@ -11,11 +11,13 @@ from ablate.compare import stats
 from ablate.compare.group import Section
 from ablate.compare.rows import VariantRow, status_text
 
-COLUMNS = ["variant", "final val loss", "best val loss", "Δ vs baseline", "% vs baseline", "p (Welch)", "verdict",
-           "params (total / non-emb.)", "tokens/s", "train time", "peak memory", "runs", "flags"]
+COLUMNS = ["variant", "final val loss", "best val loss", "Δ vs baseline", "% vs baseline", "test", "p", "p (Holm)",
+           "verdict", "seeds for 80% power", "params (total / non-emb.)", "tokens/s", "train time", "peak memory",
+           "runs", "flags"]
 PHASE_COLUMNS = ["phase", "components", "change", "final val loss", "% vs phase 0 (cumulative)",
-                 "% vs previous phase", "p vs phase 0", "verdict vs phase 0", "params (total / non-emb.)", "tokens/s",
-                 "train time", "peak memory", "runs", "flags"]
+                 "% vs previous phase", "test", "p vs phase 0", "p (Holm)", "verdict vs phase 0",
+                 "seeds for 80% power", "params (total / non-emb.)", "tokens/s", "train time", "peak memory", "runs",
+                 "flags"]
 
 DEFINITIONS = """\
 - Statistics use completed runs only (n = their seeds); diverged, failed and running runs are counted in `runs`.
@@ -23,11 +25,22 @@ DEFINITIONS = """\
 the lowest val loss each run reached.
 - `Δ` = mean(variant) − mean(baseline); `%` = 100 · Δ / mean(baseline): negative means lower loss (4.8434 → 4.4283 \
 is −8.57%, the original study's "8.57% reduction").
-- `p`: two-sided Welch t-test of the per-seed final val losses (scipy.stats.ttest_ind, equal_var=False).
+- `test`: `paired t` when every completed run of each side has a partner on the other with the same seed and the \
+same data order (seed k of both saw the same batches): p = two-sided paired t-test on the per-seed differences \
+(scipy.stats.ttest_rel); otherwise `Welch`: p = two-sided Welch t-test (scipy.stats.ttest_ind, equal_var=False).
+- `p (Holm)`: p adjusted by Holm's step-down method over the study's m comparisons against its baseline: with raw \
+p sorted p(1) ≤ … ≤ p(m), p̃(i) = max over j ≤ i of min(1, (m − j + 1) · p(j)).
 - σ = pooled std of the two groups' final val losses, sqrt(((n_v−1)s_v² + (n_b−1)s_b²)/(n_v+n_b−2)).
-- verdict: `single seed — not conclusive` if either side has < 2 seeds; `within noise` if |Δ| < 2σ or p ≥ 0.05; \
-else `better` / `worse`.
-- `train time`: training seconds (evaluation excluded), mean over seeds; `peak memory`: max over seeds, where recorded.
+- verdict (the one rule, also the ladder's): `single seed — not conclusive` if either side has < 2 seeds; \
+`within noise` unless |Δ| ≥ 2σ AND p (Holm) < 0.05; else `better` / `worse`.
+- `seeds for 80% power` (within-noise rows): the fewest seeds per side at which the row's test, two-sided at \
+α = 0.05, detects the observed |Δ| with probability 0.8, from the noncentral t: effect |Δ|/σ, df 2n−2, \
+noncentrality effect·√(n/2) (paired: effect |Δ|/s_d with s_d the std of the per-seed differences, df n−1, \
+noncentrality effect·√n). † marks |Δ| < 2σ: the σ margin of the rule does not shrink with seeds, so no number of \
+seeds makes that row beyond noise; `> 10,000` (summary.csv: inf): more than that, or Δ = 0.
+- `tokens/s`, `train time` (machine-dependent: they vary with the hardware and its load, not with the \
+architecture alone): mean ± sample std over seeds; `train time` is training seconds (evaluation excluded). \
+`peak memory`: max over seeds, where recorded.
 - `flags` (⚠, completed and running runs): val loss < 0.8 × train loss; train loss < 0.5 × val loss while val \
 stalls (< 1% better over the second half) or rises (> 2% above its best); val accuracy > 0.15 above the Fano bound \
 for its loss.
@@ -61,6 +74,18 @@ def p_text(p: float | None) -> str:
     if p is None or math.isnan(p):
         return "–"
     return "<0.001" if p < 0.001 else f"{p:.3f}"
+
+
+def power_text(comparison: stats.Comparison | None) -> str:
+    if comparison is None or comparison.verdict != stats.NOISE:
+        return ""
+    seeds = comparison.seeds_for_power
+    if seeds is None:
+        return "–"
+    if math.isinf(seeds):
+        return f"> {stats.MAX_SEEDS:,}"
+    short_of_margin = not abs(comparison.delta) >= stats.NOISE_SIGMAS * comparison.sigma
+    return f"{seeds:.0f}" + ("†" if short_of_margin else "")
 
 
 def si(value: float | None) -> str:
@@ -98,16 +123,19 @@ def cells(row: VariantRow, phases: bool = False) -> list[str]:
     tokens = f"{row.tokens_per_s:,.0f}" if row.tokens_per_s is not None else "–"
     flags = f"{len(row.flags)} ⚠" if row.flags else ""
     label = f"{row.label} (baseline)" if row.is_baseline else row.label
+    test = comparison.test if comparison and not math.isnan(comparison.p_value) else "–"
+    p_raw = p_text(comparison.p_value if comparison else None)
+    p_holm = p_text(comparison.p_adjusted if comparison else None)
     if phases:
         return [label, row.components, row.change or "–", spread_text(row.final_spread),
                 number(comparison.pct if comparison else None, 2, signed=True) + ("%" if comparison else ""),
                 number(row.pct_vs_previous, 2, signed=True) + ("%" if row.pct_vs_previous is not None else ""),
-                p_text(comparison.p_value if comparison else None), row.verdict, params, tokens,
+                test, p_raw, p_holm, row.verdict, power_text(comparison), params, tokens,
                 duration(row.time_s), memory(row.peak_mem_bytes), status_text(row.statuses), flags]
     return [label, spread_text(row.final_spread), spread_text(row.best_spread),
             number(comparison.delta if comparison else None, 4, signed=True),
             number(comparison.pct if comparison else None, 2, signed=True) + ("%" if comparison else ""),
-            p_text(comparison.p_value if comparison else None), row.verdict, params, tokens,
+            test, p_raw, p_holm, row.verdict, power_text(comparison), params, tokens,
             duration(row.time_s), memory(row.peak_mem_bytes), status_text(row.statuses), flags]
 
 
@@ -146,7 +174,9 @@ CSV_FIELDS = ["section", "study", "varies", "variant", "is_baseline", "phase", "
               "failed", "running", "n", "final_val_loss_mean", "final_val_loss_std", "best_val_loss_mean",
               "best_val_loss_std", "delta_vs_baseline", "pct_vs_baseline", "pooled_sigma", "p_value_welch",
               "verdict", "pct_vs_previous_phase", "params_total", "params_non_embedding", "tokens_per_s",
-              "train_time_s", "peak_mem_bytes", "seeds", "flags", "run_dirs"]
+              "train_time_s", "peak_mem_bytes", "seeds", "flags", "run_dirs",
+              # added with paired seeds, Holm and power (older columns keep their names and meaning)
+              "p_test", "p_value", "p_adjusted", "seeds_for_80pct_power"]
 
 
 def csv_text(sections: list[Section], tables: list[list[VariantRow]]) -> str:
@@ -168,15 +198,25 @@ def csv_text(sections: list[Section], tables: list[list[VariantRow]]) -> str:
                 "delta_vs_baseline": _raw(comparison and comparison.delta),
                 "pct_vs_baseline": _raw(comparison and comparison.pct),
                 "pooled_sigma": _raw(comparison and comparison.sigma),
-                "p_value_welch": _raw(comparison and comparison.p_value), "verdict": row.verdict,
+                "p_value_welch": _raw(comparison and comparison.p_welch), "verdict": row.verdict,
                 "pct_vs_previous_phase": _raw(row.pct_vs_previous), "params_total": _raw(row.params_total),
                 "params_non_embedding": _raw(row.params_non_embedding), "tokens_per_s": _raw(row.tokens_per_s),
                 "train_time_s": _raw(row.time_s), "peak_mem_bytes": _raw(row.peak_mem_bytes),
                 "seeds": " ".join(str(s) for s in row.seeds),
                 "flags": " | ".join(f"{run}: {message}" for run, message in row.flags),
                 "run_dirs": " ".join(str(r.dir) for r in row.runs),
+                "p_test": comparison.test if comparison and not math.isnan(comparison.p_value) else "",
+                "p_value": _raw(comparison and comparison.p_value),
+                "p_adjusted": _raw(comparison and comparison.p_adjusted),
+                "seeds_for_80pct_power": _power_raw(comparison),
             })
     return out.getvalue()
+
+
+def _power_raw(comparison: stats.Comparison | None) -> str:
+    if comparison is None or comparison.verdict != stats.NOISE or comparison.seeds_for_power is None:
+        return ""
+    return "inf" if math.isinf(comparison.seeds_for_power) else f"{comparison.seeds_for_power:.0f}"
 
 
 def _raw(value: float | None) -> str:

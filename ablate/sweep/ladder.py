@@ -2,8 +2,9 @@
 
 Runs one-factor studies in order. After each, the option with the lowest mean final val loss over seeds replaces
 the current choice only if it beats it beyond the seed noise, by the rule the comparison report's verdict uses
-(ablate.compare.stats.beyond_noise: margin ≥ 2 × pooled std and Welch p < 0.05), with at least 2 completed seeds on
-each side; otherwise the current choice stays and the log says why. The factor a study varied and its options are
+(ablate.compare.stats.beyond_noise: margin ≥ 2 × pooled std and p < 0.05, p from the paired t-test when seed k of
+both options saw the same batches, else Welch's, Holm-adjusted over the study's challengers against the current
+choice), with at least 2 completed seeds on each side; otherwise the current choice stays and the log says why. The factor a study varied and its options are
 read from its sweep's manifest.json (conf/study/<study>.yaml when the sweep wrote none). Every decision is written
 to ladder.json as soon as it is made, so re-running the same command picks up where it stopped (finished jobs are
 skipped by the trainer, a study already decided is not re-decided).
@@ -25,7 +26,11 @@ from statistics import mean
 from typing import Any
 
 
-from ablate.compare.stats import ALPHA, NOISE_SIGMAS, beyond_noise, pooled_std, welch_p
+import yaml
+
+from ablate.compare.load import Run
+from ablate.compare.rows import pair_key
+from ablate.compare.stats import ALPHA, NOISE_SIGMAS, Arm, beyond_noise, pooled_std, study_comparisons
 from ablate.spec import FAMILIES
 from ablate.sweep.manifest import StudyEntry, read_manifest
 from ablate.sweep.report import collect_summaries
@@ -39,7 +44,7 @@ DEFAULT_STUDIES = ("attention", "pos_enc", "placement", "ffn", "dropout")  # the
 class NoiseRule:
     sigmas: float = NOISE_SIGMAS  # a switch needs margin ≥ sigmas × pooled std
     min_seeds: int = 2  # ... and at least this many completed seeds for both options
-    alpha: float = ALPHA  # ... and Welch p < alpha
+    alpha: float = ALPHA  # ... and (Holm-adjusted) p < alpha
 
 
 @dataclass
@@ -50,18 +55,22 @@ class Decision:
     chosen: str
     margin: float | None  # mean(current) - mean(best): positive when best has the lower loss
     pooled_std: float | None  # of the two options' losses, as in the comparison report (ablate.compare.stats)
-    p_value: float | None  # Welch's t-test, best vs current
+    p_value: float | None  # raw p of the test (paired t or Welch), best vs current
     seeds: dict[str, int]  # completed seeds per option
     means: dict[str, float]
     reason: str
     factor: str | None = None  # the config group the study varied
     source: str | None = None  # where the factor was read: the sweep's manifest.json or conf/study/<study>.yaml
+    p_adjusted: float | None = None  # Holm over the study's challengers vs the current choice; the rule uses it
+    test: str | None = None  # "paired t" or "Welch"
 
 
-def decide(study: str, current: str, losses: dict[str, list[float]], rule: NoiseRule) -> Decision:
-    """Pick the next choice for `study` from final val losses per option (completed runs only)."""
-    means = {option: mean(values) for option, values in losses.items() if values}
-    seeds = {option: len(values) for option, values in losses.items()}
+def decide(study: str, current: str, losses: dict[str, list[float] | Arm], rule: NoiseRule) -> Decision:
+    """Pick the next choice for `study` from final val losses per option (completed runs only; an Arm also says
+    what pairs each value with the other options' runs)."""
+    arms = {option: v if isinstance(v, Arm) else Arm(list(v)) for option, v in losses.items()}
+    means = {option: mean(arm.values) for option, arm in arms.items() if arm.values}
+    seeds = {option: len(arm.values) for option, arm in arms.items()}
     if current not in means:
         best = min(means, key=means.get) if means else current
         return Decision(study, current, best, current, None, None, None, seeds, means,
@@ -72,39 +81,52 @@ def decide(study: str, current: str, losses: dict[str, list[float]], rule: Noise
         return Decision(study, current, current, current, 0.0, None, None, seeds, means,
                         f"{current} has the lowest mean loss: keep it")
     # From here the best challenger is at most as high as the current choice: a tie is "within noise" too.
-    a, b = losses[current], losses[best]
+    a, b = arms[current].values, arms[best].values
     margin = means[current] - means[best]
     spread = pooled_std(a, b) if min(len(a), len(b)) > 1 else math.nan
-    p_value = welch_p(b, a) if min(len(a), len(b)) > 1 else None
-    p = math.nan if p_value is None else p_value
+    comparison = study_comparisons(arms, current, rule.sigmas, rule.alpha)[best]
+    p_value = comparison.p_value if min(len(a), len(b)) > 1 else None
+    p_adjusted = comparison.p_adjusted if p_value is not None else None
+    p = math.nan if p_adjusted is None else p_adjusted
+    test = comparison.test if p_value is not None else None
+    named = f"{test} p = {p_value:.3g} (Holm {p:.3g})" if p_value is not None else ""
     if min(len(a), len(b)) < rule.min_seeds:
         reason = f"{best} is lower by {margin:.4f} but has fewer than {rule.min_seeds} seeds per side: keep {current}"
         chosen = current
     elif beyond_noise(margin, spread, p, rule.sigmas, rule.alpha):  # the comparison report's verdict rule
         reason = (f"{best} beats {current} by {margin:.4f} ≥ {rule.sigmas:g} × pooled std {spread:.4f}, "
-                  f"Welch p = {p:.3g} < {rule.alpha:g}: switch")
+                  f"{named} < {rule.alpha:g}: switch")
         chosen = best
     elif margin >= rule.sigmas * spread:
-        reason = (f"{best} is lower by {margin:.4f} ≥ {rule.sigmas:g} × pooled std {spread:.4f}, but Welch "
-                  f"p = {p:.3g} ≥ {rule.alpha:g}: within noise, keep {current}")
+        reason = (f"{best} is lower by {margin:.4f} ≥ {rule.sigmas:g} × pooled std {spread:.4f}, but "
+                  f"{named} ≥ {rule.alpha:g}: within noise, keep {current}")
         chosen = current
     else:
         reason = (f"{best} is lower by {margin:.4f}, within noise ({rule.sigmas:g} × pooled std = "
                   f"{rule.sigmas * spread:.4f}): keep {current}")
         chosen = current
     return Decision(study, current, best, chosen, margin, None if math.isnan(spread) else spread, p_value, seeds,
-                    means, reason)
+                    means, reason, p_adjusted=p_adjusted, test=test)
 
 
-def final_losses(sweep_dir: Path, factor: str, options: Iterable[str] = ()) -> dict[str, list[float]]:
-    """Completed runs' final val losses per option of `factor` (options that have none: empty lists)."""
-    losses: dict[str, list[float]] = {str(option): [] for option in options}
+def final_losses(sweep_dir: Path, factor: str, options: Iterable[str] = ()) -> dict[str, Arm]:
+    """Completed runs' final val losses per option of `factor` (options that have none: empty), each with its
+    pairing key (seed and data order) as compare reads it."""
+    losses: dict[str, Arm] = {str(option): Arm([], []) for option in options}
     for summary in collect_summaries(sweep_dir):
         option = str(summary.get(factor))
-        losses.setdefault(option, [])
+        arm = losses.setdefault(option, Arm([], []))
         if summary["status"] == "completed":
-            losses[option].append(float(summary["final/val_loss"]))
+            arm.values.append(float(summary["final/val_loss"]))
+            arm.keys.append(pair_key(Run(Path(summary["run_dir"]), summary, _config(Path(summary["run_dir"])))))
     return losses
+
+
+def _config(run_dir: Path) -> dict[str, Any]:
+    try:
+        return yaml.safe_load((run_dir / "config.yaml").read_text()) or {}
+    except (OSError, yaml.YAMLError):  # unreadable: the run pairs by its seed alone
+        return {}
 
 
 def study_factor(study: str) -> str:
@@ -214,7 +236,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seeds", default="0,1,2", help="comma-separated seeds run for every option")
     parser.add_argument("--dir", default="multirun/ladder", help="where the studies' runs and ladder.json go")
     parser.add_argument("--sigmas", type=float, default=NoiseRule.sigmas, help="switch needs margin ≥ N × pooled std")
-    parser.add_argument("--alpha", type=float, default=NoiseRule.alpha, help="... and Welch p < ALPHA")
+    parser.add_argument("--alpha", type=float, default=NoiseRule.alpha,
+                        help="... and p < ALPHA (paired t or Welch, Holm-adjusted within the study)")
     parser.add_argument("--min-seeds", type=int, default=NoiseRule.min_seeds, help="completed seeds needed per side")
     parser.add_argument("overrides", nargs="*", help="Hydra overrides for every job (after --)")
     args = parser.parse_args(argv)

@@ -7,6 +7,7 @@ import io
 import json
 
 import pytest
+from scipy import stats as stats_scipy
 
 from ablate.compare import stats
 from ablate.compare.flags import fano_max_accuracy, run_flags
@@ -46,10 +47,13 @@ def test_markdown_has_every_column_and_the_verdicts(attention):
     sections, tables = attention
     text = markdown(sections, tables, ["10 runs"])
     assert "## attention" in text
-    assert "| variant | final val loss | best val loss | Δ vs baseline | % vs baseline | p (Welch) | verdict |" in text
+    assert ("| variant | final val loss | best val loss | Δ vs baseline | % vs baseline | test | p | p (Holm) | "
+            "verdict | seeds for 80% power |") in text
     assert "| **mha (baseline)** | 4.0100 ± 0.0100 (n=3) |" in text
     gqa_line = next(line for line in text.splitlines() if line.startswith("| gqa "))
-    assert "| -0.2100 | -5.24% | <0.001 | better | 107k / 86.3k |" in gqa_line
+    # seed k of every variant is a pair (same seed, same data order): the paired test, Holm over gqa and mqa
+    assert "| -0.2100 | -5.24% | paired t | <0.001 | 0.002 | better |  | 107k / 86.3k |" in gqa_line
+    assert "AND p (Holm) < 0.05" in text and "scipy.stats.ttest_rel" in text
     assert "3 completed, 1 diverged" in text
     assert "pooled std" in text  # σ is defined where the verdict is used
 
@@ -62,6 +66,22 @@ def test_csv_holds_raw_numbers(attention):
     assert float(gqa["final_val_loss_mean"]) == pytest.approx(3.80)
     assert float(gqa["pct_vs_baseline"]) == pytest.approx(-5.2369, abs=1e-3)
     assert float(gqa["p_value_welch"]) < 0.001 and gqa["verdict"] == "better"
+    assert list(rows[0])[:30] == ["section", "study", "varies", "variant", "is_baseline", "phase", "runs",
+                                  "completed", "diverged", "failed", "running", "n", "final_val_loss_mean",
+                                  "final_val_loss_std", "best_val_loss_mean", "best_val_loss_std",
+                                  "delta_vs_baseline", "pct_vs_baseline", "pooled_sigma", "p_value_welch", "verdict",
+                                  "pct_vs_previous_phase", "params_total", "params_non_embedding", "tokens_per_s",
+                                  "train_time_s", "peak_mem_bytes", "seeds", "flags", "run_dirs"]  # kept, in order
+    finals = {"mha": [4.00, 4.02, 4.01], "gqa": [3.80, 3.81, 3.79], "mqa": [4.00, 4.05, 3.98]}
+    welch = stats_scipy.ttest_ind(finals["gqa"], finals["mha"], equal_var=False).pvalue
+    paired = {o: stats_scipy.ttest_rel(finals[o], finals["mha"]).pvalue for o in ("gqa", "mqa")}
+    assert float(gqa["p_value_welch"]) == pytest.approx(welch)  # Welch's even where the paired test decides
+    assert gqa["p_test"] == "paired t" and float(gqa["p_value"]) == pytest.approx(paired["gqa"])
+    assert float(gqa["p_adjusted"]) == pytest.approx(min(1, 2 * paired["gqa"]))
+    assert gqa["seeds_for_80pct_power"] == "" and rows[1]["p_adjusted"] == ""
+    mqa = rows[2]
+    assert float(mqa["p_adjusted"]) == pytest.approx(max(paired["mqa"], min(1, 2 * paired["gqa"])))
+    assert mqa["verdict"] == "within noise" and mqa["seeds_for_80pct_power"] != ""
     assert rows[1]["is_baseline"] == "1" and rows[1]["delta_vs_baseline"] == ""
     assert (rows[2]["completed"], rows[2]["diverged"], rows[2]["n"]) == ("3", "1", "3")
     assert gqa["params_total"] == "106816" and gqa["seeds"] == "0 1 2"
