@@ -1,22 +1,49 @@
 """`python -m ablate.sweep.plan <the same arguments as a sweep>`: list the jobs a multirun would launch, using
-Hydra's own override parser and the configured sweeper's expansion, without running or writing anything."""
+Hydra's own override parser and the configured sweeper's expansion, and check every job as the sweeper does
+before it starts one (`refuse_bad_jobs`), without running or writing anything."""
 
 from __future__ import annotations
 
+import argparse
 import sys
 
 from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
 from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.errors import HydraException
 from hydra.utils import get_class
+from omegaconf import DictConfig
 
 from ablate import CONF_DIR
+from ablate.sweep.sweeper import composition_problem, job_problems, problem_lines
+
+USAGE = """List the jobs `python -m ablate.run -m <arguments>` would launch and check each one's config as the
+sweeper does before it starts any (one line per problem); runs and writes nothing. Exit status 2 if a job has
+a problem, as the sweep would refuse to start.
+
+examples:
+  python -m ablate.sweep.plan attention=gqa,mla,mqa pos_enc=rope seed=0,1,2
+  python -m ablate.sweep.plan +study=all seed=0,1,2"""
 
 
 def plan(arguments: list[str]) -> list[list[str]]:
+    """The jobs of a sweep with these arguments, in launch order."""
+    return checked_plan(arguments, check=False)[0]
+
+
+def checked_plan(arguments: list[str], check: bool = True) -> tuple[list[list[str]], list[list[str]]]:
+    """(the jobs, each job's config problems); a problem composing the sweep itself raises HydraException."""
     parser = OverridesParser.create()
     fixed = [o.input_line for o in parser.parse_overrides(arguments) if not o.is_sweep_override()]
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         cfg = compose(config_name="config", overrides=fixed, return_hydra_config=True)
+        jobs = _expand(cfg, parser, arguments)
+        loader = GlobalHydra.instance().config_loader()
+        problems = [job_problems(loader, cfg, job) if check else [] for job in jobs]
+    return jobs, problems
+
+
+def _expand(cfg: DictConfig, parser: OverridesParser, arguments: list[str]) -> list[list[str]]:
     sweeper_conf = cfg.hydra.sweeper
     params = [f"{key}={value}" for key, value in (sweeper_conf.get("params") or {}).items()]
     sweeper = get_class(sweeper_conf._target_)(max_batch_size=None, params=None)
@@ -27,11 +54,29 @@ def plan(arguments: list[str]) -> list[list[str]]:
     return [job for batch in batches for job in batch]
 
 
-def main() -> None:
-    jobs = plan(sys.argv[1:])
-    for i, job in enumerate(jobs):
-        print(f"{i:3d}  {' '.join(job)}")
+def main(argv: list[str] | None = None) -> None:
+    """`python -m ablate.sweep.plan` and `ablate-plan`: the jobs on stdout (a bad one marked `!`), each problem on
+    stderr in the sweeper's words."""
+    cli = argparse.ArgumentParser(prog="python -m ablate.sweep.plan", description=USAGE,
+                                  formatter_class=argparse.RawDescriptionHelpFormatter)
+    cli.add_argument("-m", "--multirun", action="store_true",
+                     help="accepted so a sweep's command line can be pasted as it is; plan always lists a multirun")
+    cli.add_argument("overrides", nargs="*", help="the sweep's overrides, e.g. attention=gqa,mla seed=0,1,2")
+    arguments = cli.parse_args(sys.argv[1:] if argv is None else argv).overrides
+    try:
+        jobs, problems = checked_plan(arguments)
+    except HydraException as e:
+        print(f"config error: {composition_problem(e)}", file=sys.stderr)
+        raise SystemExit(2) from None
+    for number, (job, bad) in enumerate(zip(jobs, problems)):
+        print(f"{number:3d}{'!' if bad else ' '} {' '.join(job)}")
     print(f"{len(jobs)} jobs")
+    for line in problem_lines(jobs, problems):
+        print(f"config error: {line}", file=sys.stderr)
+    if any(problems):
+        print(f"{sum(map(bool, problems))} of {len(jobs)} jobs have config errors: the sweep would start none",
+              file=sys.stderr)
+        raise SystemExit(2)
 
 
 if __name__ == "__main__":

@@ -3,7 +3,9 @@
 
 Without a study it expands the command line exactly as Hydra's basic sweeper does. With `+study=<name>` it adds
 that study's jobs: one per option of the family it varies, found in `conf/<family>/` and on `hydra.searchpath`
-(so an option a user adds joins the study by itself), baseline first; `+study=all` takes the union of the studies
+(so an option a user adds joins the study by itself), baseline first — or, for a study of named variants
+(`study.variants`: name -> overrides, on top of `study.base`; `+study=modern`), one per variant, any knob or set
+of overrides; `+study=all` takes the union of the studies
 in `study.include`. Either way it writes `manifest.json` in the sweep dir (which study, what varies, baseline,
 options, seeds, jobs) before the first job, for `ablate.compare` and the ladder to read. Launching stays with
 whatever `hydra/launcher` is configured.
@@ -24,6 +26,7 @@ from ablate.sweep.manifest import Manifest, StudyEntry, adhoc_manifest
 
 log = logging.getLogger("ablate")
 STUDY_DIR = CONF_DIR / "study"
+VARIANT_KEY = "study.variant"  # what a study of named variants sweeps; summary.json's `variant`
 
 
 def _key(override: str) -> str:
@@ -32,7 +35,12 @@ def _key(override: str) -> str:
 
 def study_options(study: DictConfig, searchpath: tuple[str, ...] = ()) -> tuple[str, list[str]]:
     """(the override key a study sweeps, its options with the baseline first). A study lists its options in
-    `hydra.sweeper.params` (the phases) or varies a family, whose options are found, minus `study.exclude`."""
+    `hydra.sweeper.params` (the phases), names its variants (`study.variants`, swept as `study.variant`), or varies
+    a family, whose options are found, minus `study.exclude`."""
+    variants = OmegaConf.select(study, "study.variants")
+    if variants:
+        baseline = str(study.study.baseline)
+        return VARIANT_KEY, sorted((str(name) for name in variants), key=lambda name: name != baseline)
     params = OmegaConf.select(study, "hydra.sweeper.params")
     if params:
         (key, values), = params.items()
@@ -78,8 +86,13 @@ def study_jobs(study: DictConfig, cli_jobs: list[list[str]], searchpath: tuple[s
     if not study.get("include"):
         key, options = study_options(OmegaConf.create({"study": study}), searchpath)
         given = [o.split("=", 1)[1] for job in cli_jobs for o in job if _key(o) == _key(key)]
+        if given and study.get("variants"):  # `+study=modern study.variant=p5,dyt`: those variants only
+            jobs = [variant_job(study, _value(job, key), [o for o in job if _key(o) != key]) for job in cli_jobs]
+            return jobs, [_entry(study, list(dict.fromkeys(given)))]
         if given:
             return cli_jobs, [_entry(study, list(dict.fromkeys(given)))]
+        if study.get("variants"):
+            return [variant_job(study, option, job) for option in options for job in cli_jobs], [_entry(study, options)]
         return [[f"{key}={option}", *job] for option in options for job in cli_jobs], [_entry(study, options)]
     jobs, entries = [], []
     for name in study.include:
@@ -89,34 +102,80 @@ def study_jobs(study: DictConfig, cli_jobs: list[list[str]], searchpath: tuple[s
                 f"study.baseline={spec.study.baseline}"]
         for option in options:
             for job in cli_jobs:
-                jobs.append([f"{key}={option}", *tags, *(o for o in job if _key(o) != _key(key))])
+                if spec.study.get("variants"):
+                    jobs.append([*tags, *variant_job(spec.study, option, job)])
+                else:
+                    jobs.append([f"{key}={option}", *tags, *(o for o in job if _key(o) != _key(key))])
         entries.append(_entry(spec.study, options))
     return jobs, entries
+
+
+def variant_job(study: DictConfig, name: str, job: list[str]) -> list[str]:
+    """A named variant's job: the study's `base` overrides, then the command line's (which may move the
+    baseline), then the variant's own; for the same key the later wins. Tagged `++study.variant=<name>`."""
+    if name not in study.variants:
+        raise ValueError(f"{VARIANT_KEY}={name}: study {study.name} has no variant {name}; choose from "
+                         f"{', '.join(map(str, study.variants))}")
+    merged: dict[str, str] = {}
+    for override in [*(study.get("base") or []), *job, *(study.variants[name] or [])]:
+        merged[_key(str(override))] = str(override)
+    return [*merged.values(), f"++{VARIANT_KEY}={name}"]
+
+
+def _value(job: list[str], key: str) -> str:
+    return next(o.split("=", 1)[1] for o in job if _key(o) == key)
+
+
+def job_problems(config_loader: Any, config: DictConfig, job: list[str]) -> list[str]:
+    """The problems of one job's config, one line each: what Hydra cannot compose, or what `validate` refuses."""
+    from hydra.errors import HydraException
+
+    from ablate.config import validate
+
+    try:
+        validate(config_loader.load_sweep_config(config, list(job)))
+    except SpecError as e:
+        return list(e.problems)
+    except HydraException as e:
+        return [composition_problem(e)]
+    return []
+
+
+def composition_problem(e: Exception) -> str:
+    """Hydra's composition error on one line: an option that does not exist names the options there are."""
+    from hydra.errors import MissingConfigException
+
+    if isinstance(e, MissingConfigException):
+        if e.options and e.missing_cfg_file and "/" in e.missing_cfg_file:
+            group, name = e.missing_cfg_file.rsplit("/", 1)
+            return f"{group}={name} is not an option; choose one of {', '.join(e.options)}"
+        return str(e).splitlines()[0]  # (the rest is Hydra's search path)
+    return " ".join(line.strip() for line in str(e).splitlines() if line.strip())
 
 
 def refuse_bad_jobs(config_loader: Any, config: DictConfig, jobs: list[list[str]]) -> None:
     """Every job's config is composed and validated before the first job starts: a sweep with a bad job starts
     none, and says one line per problem per job (exit 2, nothing written)."""
-    from ablate.config import validate
-
-    problems = []
-    for number, job in enumerate(jobs):
-        try:
-            validate(config_loader.load_sweep_config(config, list(job)))
-        except SpecError as e:
-            problems += [f"job {number} ({' '.join(job)}): {line}" for line in e.problems]
-    if problems:
-        for line in problems:
+    problems = [job_problems(config_loader, config, job) for job in jobs]
+    if any(problems):
+        for line in problem_lines(jobs, problems):
             log.error("config error: %s", line)
-        bad = len({line.split(" (", 1)[0] for line in problems})
-        log.error("%d of %d jobs have config errors: no job was started", bad, len(jobs))
+        log.error("%d of %d jobs have config errors: no job was started", sum(map(bool, problems)), len(jobs))
         raise SystemExit(2)
+
+
+def problem_lines(jobs: list[list[str]], problems: list[list[str]]) -> list[str]:
+    """Each job's problems, one line each, naming the job by its number and overrides."""
+    return [f"job {number} ({' '.join(job)}): {line}"
+            for number, (job, lines) in enumerate(zip(jobs, problems)) for line in lines]
 
 
 def _entry(study: DictConfig, options: list[str]) -> StudyEntry:
     varies = str(study.varies)
+    variants = {name: [str(o) for o in study.variants[name] or []] for name in options} \
+        if study.get("variants") else {}
     return StudyEntry(name=str(study.name), varies=[varies], baseline={varies: str(study.baseline)},
-                      options={varies: options})
+                      options={varies: options}, variants=variants)
 
 
 def _sweeps(overrides: list[Override]) -> dict[str, list[str]]:
