@@ -10,12 +10,14 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 
 from ablate.components import FAMILY_BASES
+from ablate.components.options import searchpath_overrides
 from ablate import CONF_DIR
 from ablate.data import check_data_config, vocab_size_of_config
+from ablate.patterns import PATTERN_FAMILIES, check_patterns, pattern_choices
 from ablate.spec import (
     COMPONENT_FAMILIES,
     FAMILIES,
@@ -36,7 +38,15 @@ def compose(overrides: list[str] | None = None) -> DictConfig:
     from hydra import initialize_config_dir
 
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        return hydra_compose(config_name="config", overrides=list(overrides or []))
+        cfg = hydra_compose(config_name="config", overrides=list(overrides or []))
+    searchpath = searchpath_overrides(list(overrides or []))
+    if searchpath:  # kept (a recording-only key) for what finds options by name later: model.*_pattern entries
+        from hydra.core.override_parser.overrides_parser import OverridesParser
+
+        entries = OverridesParser.create().parse_overrides(list(searchpath))[-1].value()
+        with open_dict(cfg):
+            cfg.hydra = {"searchpath": list(entries)}
+    return cfg
 
 
 def choices(cfg: DictConfig) -> dict[str, str]:
@@ -71,9 +81,18 @@ def _schema_problem(e: OmegaConfBaseException, where: str, schema: type) -> str:
 def model_spec(cfg: DictConfig, vocab_size: int | None = None) -> ModelSpec:
     dims = vars(structured(ModelConfig, cfg.model, "model"))
     dims.pop("name")
+    patterns, problems = {}, []
+    for key in PATTERN_FAMILIES:
+        try:
+            patterns[key] = pattern_choices(cfg, key, dims.pop(key))
+        except SpecError as e:
+            problems += e.problems
+    if problems:
+        raise SpecError(problems)
     return ModelSpec(
         vocab_size=vocab_size if vocab_size is not None else vocab_size_of_config(cfg.data, cfg.tokenizer),
         **dims,
+        **patterns,
         **{family: choice(cfg[family]) for family in COMPONENT_FAMILIES},
         dropout=float(cfg.dropout.p),
         seed=int(cfg.seed),
@@ -95,6 +114,12 @@ def _check_dims(spec: ModelSpec) -> list[str]:
         problems.append(f"dropout.p={spec.dropout} must be in [0, 1)")
     if not math.isfinite(spec.init_std) or spec.init_std <= 0:
         problems.append(f"model.init_std={spec.init_std} must be a finite number > 0")
+    if not (math.isfinite(spec.z_loss) and spec.z_loss >= 0):
+        problems.append(f"model.z_loss={spec.z_loss} must be a finite number >= 0 (0 turns it off; PaLM: 1e-4)")
+    cap = spec.logit_softcap
+    if cap is not None and not (math.isfinite(cap) and cap > 0):
+        problems.append(f"model.logit_softcap={cap} must be a finite number > 0, or null to turn it off "
+                        f"(Gemma 2: 30)")
     return problems
 
 
@@ -140,11 +165,22 @@ def _check_components(spec: ModelSpec) -> tuple[ModelSpec, list[str]]:
             filled[family] = _filled(family, option, cls)
         except SpecError as e:
             problems += e.problems
+    patterns = {}
+    for key, family in PATTERN_FAMILIES.items():
+        entries = []
+        for option in getattr(spec, key):
+            try:
+                entries.append(_filled(family, option, component_class(family, option)))
+            except SpecError as e:
+                problems += [f"model.{key}: {line}" for line in e.problems]
+        patterns[key] = tuple(entries)
     if problems:
         return spec, problems
-    spec = ModelSpec(**{**vars(spec), **filled})
+    spec = ModelSpec(**{**vars(spec), **filled, **patterns})
     for family, option in filled.items():
         problems += classes[family].check(spec, option.knobs)
+    problems += check_patterns(spec, classes)
+    problems += _check_value_residual(spec)
     acts_on, attention = classes["pos_enc"].acts_on, classes["attention"]
     if acts_on not in attention.supports:
         problems.append(
@@ -152,6 +188,28 @@ def _check_components(spec: ModelSpec) -> tuple[ModelSpec, list[str]]:
             f"{attention.unsupported_reason.get(acts_on, 'not supported')}; choose another pos_enc or attention"
         )
     return spec, problems
+
+
+def _check_value_residual(spec: ModelSpec) -> list[str]:
+    """model.value_residual mixes layer 0's values into every later layer: each layer's attention must declare the
+    values it shares (`value_heads`), all in layer 0's shape."""
+    if not spec.value_residual:
+        return []
+    first = None
+    for layer in range(spec.n_layers):
+        layer_spec = spec.at_layer(layer)
+        option = layer_spec.attention
+        heads = option.cls.value_heads(layer_spec, option.knobs)
+        if heads is None:
+            reason = option.cls.unsupported_reason.get("value_residual", "it declares no values to share (value_heads)")
+            return [f"model.value_residual=true cannot be used with attention={option.name}: {reason}; "
+                    f"set model.value_residual=false or choose another attention"]
+        first = first or (option.name, heads)
+        if heads != first[1]:
+            return [f"model.value_residual=true needs every layer's values shaped like layer 0's (attention={first[0]}:"
+                    f" {first[1][0]} heads of {first[1][1]}), but layer {layer} (attention={option.name}) has "
+                    f"{heads[0]} heads of {heads[1]}; use attentions with the same value heads"]
+    return []
 
 
 def _check_train(t: TrainSpec) -> list[str]:
@@ -183,8 +241,10 @@ def _check_train(t: TrainSpec) -> list[str]:
     return problems
 
 
-def validate(cfg: DictConfig) -> tuple[ModelSpec, TrainSpec]:
-    """Turn a composed config into specs, or raise SpecError listing every problem (one line each)."""
+def validate(cfg: DictConfig, runs_here: bool = False) -> tuple[ModelSpec, TrainSpec]:
+    """Turn a composed config into specs, or raise SpecError listing every problem (one line each). `runs_here`:
+    the run is about to start on this machine, so its device must exist here too (not so for a run loaded for
+    analysis, or a sweep job a launcher sends to another machine)."""
     problems: list[str] = []
     mspec = tspec = None
     try:
@@ -206,6 +266,10 @@ def validate(cfg: DictConfig) -> tuple[ModelSpec, TrainSpec]:
     device = str(cfg.device)
     if device not in DEVICES and not device.startswith("cuda:"):
         problems.append(f"device={device} is not one of auto, cpu, cuda, cuda:N, mps")
+    elif runs_here:
+        from ablate.training.device import device_problem  # (here: ablate.training imports this module)
+
+        problems += filter(None, [device_problem(device)])
     if mspec is not None:
         problems += check_data_config(cfg.data, cfg.tokenizer, mspec.block_size)
     if problems:

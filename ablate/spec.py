@@ -7,6 +7,7 @@ names below.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,11 +19,34 @@ COMPONENT_FAMILIES = ("pos_enc", "attention", "ffn", "norm", "placement")
 # config hash (so a rerun with other logging continues the same run), run and job-dir names, and the keys the
 # comparison report ignores. `debug` is the fault injection of runs recorded before it moved into the tests.
 RECORDING_ONLY = ("out_dir", "logger", "device", "resume", "study", "sweep", "debug", "hydra", "data.cache_dir")
-# Keys that make a run a repeat of the same variant, not another variant.
-REPEAT_KEYS = ("seed", "data.seed")
+# Keys that make a run a repeat of the same variant, not another variant (data.order: how the seed and data.seed
+# pick the order of training batches, ablate.data.batches.order_seed).
+REPEAT_KEYS = ("seed", "data.seed", "data.order")
 # A component option's class, named in its YAML: the computation is its name and knobs, so it is left out of the
 # config hash (runs recorded before `_target_` existed keep their hash).
 TARGET_KEY = "_target_"
+# Config keys added after runs were recorded, at the value that computes what those runs computed. At that value
+# they are left out of the config hash and of compare's run identity, so a run recorded before the key existed keeps
+# its hash (a rerun still skips it) and groups with new runs of the same computation.
+ADDED_DEFAULTS: dict[str, Any] = {
+    "model.z_loss": 0.0, "model.logit_softcap": None, "model.attention_pattern": None, "model.pos_enc_pattern": None,
+    "model.value_residual": False, "attention.qk_norm": False, "attention.gate": False,
+    "data.order": "fixed",  # runs before data.order drew batches from data.seed alone
+}
+
+
+def at_added_default(key: str, value: Any) -> bool:
+    """Whether `key` is an added key at its recorded-before value (`value` as configured or as its text: 0, "0.0",
+    None, "None", [] all count as off)."""
+    if key not in ADDED_DEFAULTS:
+        return False
+    default = ADDED_DEFAULTS[key]
+    if value is None or value == [] or str(value) in ("None", "null", "[]"):
+        return default is None
+    try:
+        return default is not None and float(value) == float(default)
+    except (TypeError, ValueError):
+        return str(value).lower() == str(default).lower()
 
 
 def key_in(key: str, prefixes: tuple[str, ...]) -> bool:
@@ -76,10 +100,28 @@ class ModelSpec:
     tie_embeddings: bool = True
     init_std: float = 0.02
     seed: int = 0  # used only by variants with seeded structure (e.g. random attention blocks)
+    z_loss: float = 0.0  # coefficient of log²Z of the output softmax (PaLM); 0: off
+    logit_softcap: float | None = None  # output logits -> cap·tanh(logits/cap) (Gemma 2); None: off
+    # Per-layer choices repeated over the depth (layer l takes entry l mod len); empty: `attention`/`pos_enc` everywhere
+    attention_pattern: tuple[Choice, ...] = ()
+    pos_enc_pattern: tuple[Choice, ...] = ()
+    value_residual: bool = False  # later layers attend with ½·own + ½·first layer's values (ResFormer); False: off
 
     @property
     def head_dim(self) -> int:
         return self.d_model // self.n_heads
+
+    def attention_at(self, layer: int) -> Choice:
+        return self.attention_pattern[layer % len(self.attention_pattern)] if self.attention_pattern else self.attention
+
+    def pos_enc_at(self, layer: int) -> Choice:
+        return self.pos_enc_pattern[layer % len(self.pos_enc_pattern)] if self.pos_enc_pattern else self.pos_enc
+
+    def at_layer(self, layer: int) -> ModelSpec:
+        """This spec as layer `layer` sees it: its own attention and positional encoding in place of the model's."""
+        if not (self.attention_pattern or self.pos_enc_pattern):
+            return self
+        return dataclasses.replace(self, attention=self.attention_at(layer), pos_enc=self.pos_enc_at(layer))
 
 
 @dataclass
@@ -94,6 +136,11 @@ class ModelConfig:
     bias: bool
     tie_embeddings: bool
     init_std: float
+    z_loss: float = 0.0
+    logit_softcap: float | None = None
+    attention_pattern: list[str] | None = None
+    pos_enc_pattern: list[str] | None = None
+    value_residual: bool = False
 
 
 @dataclass

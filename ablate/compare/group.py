@@ -80,6 +80,8 @@ def group_runs(runs: list[Run], baseline_flags: dict[str, str] | None = None) ->
 def _study_section(name: str, runs: list[Run], all_runs: list[Run], flags: dict[str, str]) -> Section:
     if any("phase" in r.summary for r in runs):
         return _phases_section(name, runs, flags)
+    if any("variant" in r.summary for r in runs):
+        return _variants_section(name, runs, flags)
     varies = runs[0].summary.get("varies")
     wanted = {}
     for run in runs:  # the study's own statement of its baseline, then the flags, win over conf/study's
@@ -152,6 +154,26 @@ def _phases_section(name: str, runs: list[Run], flags: dict[str, str]) -> Sectio
     section.baseline = baseline if baseline in variants else None
     if section.baseline is None:
         section.notes.append(f"baseline {baseline} is not among the runs: no comparison")
+    return section
+
+
+def _variants_section(name: str, runs: list[Run], flags: dict[str, str]) -> Section:
+    """A study of named variants (`study.variants`, e.g. +study=modern): each variant is its name, whatever
+    overrides make it; the baseline is the study's (or --baseline variant=<name>)."""
+    variants: dict[str, list[Run]] = defaultdict(list)
+    choices = {}
+    for run in runs:
+        label = str(run.summary.get("variant", "?"))
+        variants[label].append(run)
+        choices.setdefault(label, identity(run))
+    stated = next((str(r.summary["baseline"]) for r in runs if r.summary.get("baseline") is not None), None)
+    wanted = flags.get("variant", stated)
+    section = Section(title=name, factors=["variant"], variants=dict(variants), study=name, choices=choices)
+    _dedupe_variants(section)
+    section.baseline = wanted if wanted in variants else None
+    if section.baseline is None:
+        section.notes.append(f"baseline {wanted} is not among the runs: no comparison "
+                             f"(choose another with --baseline variant=<name>)")
     return section
 
 

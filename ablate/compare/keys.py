@@ -11,7 +11,7 @@ from omegaconf import OmegaConf
 
 from ablate.compare.load import Run
 from ablate import CONF_DIR
-from ablate.spec import FAMILIES, RECORDING_ONLY, REPEAT_KEYS, TARGET_KEY, key_in
+from ablate.spec import FAMILIES, RECORDING_ONLY, REPEAT_KEYS, TARGET_KEY, at_added_default, key_in
 
 # Config keys that say where/how a run is recorded, which study filed it, or which repeat it is — not what is
 # compared (an injected NaN, debug.*, is a diverged seed). Options' classes (`attention._target_`) are left out too:
@@ -37,7 +37,7 @@ def identity(run: Run) -> dict[str, str]:
     else:  # no config.yaml: the choices the summary carries
         flat = {f"{f}.name": str(run.summary[f]) for f in FAMILIES if f in run.summary}
         flat.update({f"{k}.name": str(run.summary[k]) for k in ("model", "data") if k in run.summary})
-    return {k: v for k, v in flat.items() if not ignored(k)}
+    return {k: v for k, v in flat.items() if not ignored(k) and not at_added_default(k, v)}
 
 
 def ignored(key: str) -> bool:

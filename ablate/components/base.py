@@ -21,6 +21,16 @@ from ablate.spec import ModelSpec
 FIXED_ARGUMENTS = ("self", "spec", "layer")
 
 
+@dataclasses.dataclass
+class ForwardContext:
+    """What the layers of one forward pass share. TransformerLM makes a fresh one per forward and hands it through
+    each Block to its attention (`forward(x, pos, context)`); None (a layer run on its own) shares nothing.
+
+    first_values: the first attention layer's values, (B, H_v, T, D_v), for `model.value_residual`."""
+
+    first_values: torch.Tensor | None = None
+
+
 class Component:
     """Mixed into each family's base class. `family` names the config group (`conf/<family>/`)."""
 
@@ -97,11 +107,12 @@ class PositionalEncoding(Component, nn.Module):
 
 class Attention(Component, nn.Module):
     """Causal self-attention: (B, T, d_model) -> (B, T, d_model), positions through the `pos` hooks. Built as
-    `cls(spec, layer, **knobs)`; `forward(x, pos)`.
+    `cls(spec, layer, **knobs)`; `forward(x, pos, context=None)` (`context`: a `ForwardContext`).
 
     Declares where a positional encoding may act on it (`supports`, with the reason for what it refuses), how many
-    keys a query meets (`keys_per_query`, for FLOPs) and what decoding keeps per token (`kv_cache_per_token`).
-    Subclasses set `n_heads`, `qk_head_dim` and `v_head_dim`."""
+    keys a query meets (`keys_per_query`, for FLOPs), what decoding keeps per token (`kv_cache_per_token`) and the
+    values it can share for `model.value_residual` (`value_heads`; its forward then passes its values through
+    `mix_values`). Subclasses set `n_heads`, `qk_head_dim` and `v_head_dim`."""
 
     family = "attention"
     supports: ClassVar[frozenset] = frozenset({None, "input", "rotary", "bias"})
@@ -112,6 +123,24 @@ class Attention(Component, nn.Module):
         super().__init__()
         self.layer = layer
         self.dropout_p = spec.dropout
+        self.value_residual = spec.value_residual
+
+    @classmethod
+    def value_heads(cls, spec: ModelSpec, knobs: dict[str, Any]) -> tuple[int, int] | None:
+        """(heads, head dim) of the values this option mixes with the first layer's under `model.value_residual`, or
+        None where it cannot (validation then refuses, with `unsupported_reason["value_residual"]` if given)."""
+        return None
+
+    def mix_values(self, v: torch.Tensor, context: ForwardContext | None) -> torch.Tensor:
+        """Value residual learning (Zhou et al., 2024, arXiv 2410.17897, ResFormer): with `model.value_residual`, the
+        first layer keeps its values V_1 in `context` and every later layer attends with V_n' = ½·V_n + ½·V_1 (the
+        paper's fixed λ = 0.5; modded-nanogpt learns it). No parameters, no change to the attention weights."""
+        if not self.value_residual or context is None:
+            return v
+        if context.first_values is None:
+            context.first_values = v
+            return v
+        return 0.5 * v + 0.5 * context.first_values
 
     def keys_per_query(self, t: int) -> int:
         """How many keys one query is scored against in a length-t sequence (no causal discount, as in PaLM)."""
@@ -151,15 +180,18 @@ class Norm(Component, nn.Module):
 
 class Block(Component, nn.Module):
     """A placement option: how one layer wires norm, attention and FFN around the residual stream. Built as
-    `cls(spec, layer, **knobs)`; `forward(x, pos)`. The base builds the sublayers from the spec."""
+    `cls(spec, layer, **knobs)`; `forward(x, pos, context=None)`, handing `context` (a `ForwardContext`) to its
+    attention. The base builds the sublayers from the spec, the attention
+    being this layer's own (`spec.at_layer`: a `model.attention_pattern` entry, else `attention`)."""
 
     family = "placement"
     final_norm: ClassVar[bool] = True  # whether the model needs a norm after the last block
 
     def __init__(self, spec: ModelSpec, layer: int):
         super().__init__()
+        layer_spec = spec.at_layer(layer)
         self.norm1 = spec.norm.build(spec)
-        self.attn = spec.attention.build(spec, layer)
+        self.attn = layer_spec.attention.build(layer_spec, layer)
         self.norm2 = spec.norm.build(spec)
         self.ffn = spec.ffn.build(spec)
         self.drop = nn.Dropout(spec.dropout)

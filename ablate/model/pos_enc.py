@@ -127,6 +127,8 @@ class RelativePositionBias(PositionalEncoding):
                 f"pos_enc.max_distance={max_distance} must be an integer > num_buckets/2 = {num_buckets // 2} "
                 "(distances below num_buckets/2 get exact buckets; log-spaced ones start there)"
             ]
+        if spec.pos_enc_pattern and not knobs["shared"]:  # one table per layer, built for the layers it skips too
+            return ["pos_enc=relative with shared=false cannot be a model.pos_enc_pattern entry; use shared=true"]
         return []
 
     def offset_bias(self, layer: int, offset: torch.Tensor) -> torch.Tensor:

@@ -2,19 +2,20 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import torch
 from torch import nn
 
-from ablate.components import Attention, Block, Component, ModelSpec, PositionalEncoding
+from ablate.components import Attention, Block, Component, ForwardContext, ModelSpec, PositionalEncoding
 
 
 class PreNormBlock(Block):
     """x + f(norm(x)): the residual stream itself is never normalized (GPT-2 and later)."""
 
-    def forward(self, x: torch.Tensor, pos: PositionalEncoding) -> torch.Tensor:
-        x = x + self.drop(self.attn(self.norm1(x), pos))
+    def forward(self, x: torch.Tensor, pos: PositionalEncoding, context: ForwardContext | None = None) -> torch.Tensor:
+        x = x + self.drop(self.attn(self.norm1(x), pos, context))
         return x + self.drop(self.ffn(self.norm2(x)))
 
 
@@ -23,9 +24,24 @@ class PostNormBlock(Block):
 
     final_norm = False
 
-    def forward(self, x: torch.Tensor, pos: PositionalEncoding) -> torch.Tensor:
-        x = self.norm1(x + self.drop(self.attn(x, pos)))
+    def forward(self, x: torch.Tensor, pos: PositionalEncoding, context: ForwardContext | None = None) -> torch.Tensor:
+        x = self.norm1(x + self.drop(self.attn(x, pos, context)))
         return self.norm2(x + self.drop(self.ffn(x)))
+
+
+class SandwichBlock(Block):
+    """x + norm_out(f(norm_in(x))) for both sublayers: sandwich-LN (Ding et al. 2021, CogView), the pre- and
+    post-sublayer norms of Gemma 2/3; the residual stream is never normalized, so a final norm follows the last
+    block. Parameters: two norms per layer more than pre-norm."""
+
+    def __init__(self, spec: ModelSpec, layer: int):
+        super().__init__(spec, layer)
+        self.norm1_out = spec.norm.build(spec)
+        self.norm2_out = spec.norm.build(spec)
+
+    def forward(self, x: torch.Tensor, pos: PositionalEncoding, context: ForwardContext | None = None) -> torch.Tensor:
+        x = x + self.drop(self.norm1_out(self.attn(self.norm1(x), pos, context)))
+        return x + self.drop(self.norm2_out(self.ffn(self.norm2(x))))
 
 
 class TransformerLM(nn.Module):
@@ -40,6 +56,13 @@ class TransformerLM(nn.Module):
         self.head = nn.Linear(spec.d_model, spec.vocab_size, bias=False)
         if spec.tie_embeddings:
             self.head.weight = self.token_embedding.weight
+        # model.pos_enc_pattern: one module per distinct entry, shared by the layers that use it (as one `pos_enc`
+        # is shared by all layers without a pattern); self.pos_enc then only embeds (a no-op: validation refuses
+        # input encodings there)
+        distinct = [c for i, c in enumerate(spec.pos_enc_pattern) if c not in spec.pos_enc_pattern[:i]]
+        self.layer_pos_encs = nn.ModuleList(c.build(dataclasses.replace(spec, pos_enc=c)) for c in distinct)
+        self.layer_pos_index = [distinct.index(spec.pos_enc_at(layer)) for layer in range(spec.n_layers)] \
+            if distinct else []
         self.apply(self._init_weights)
 
     def _init_weights(self, module: nn.Module) -> None:
@@ -58,9 +81,21 @@ class TransformerLM(nn.Module):
         if idx.shape[1] > self.spec.block_size:
             raise ValueError(f"sequence length {idx.shape[1]} exceeds model.block_size={self.spec.block_size}")
         x = self.drop(self.pos_enc.embed(self.token_embedding(idx)))
-        for block in self.blocks:
-            x = block(x, self.pos_enc)
-        return self.head(self.final_norm(x))
+        context = ForwardContext()  # what the layers share in this pass (model.value_residual: layer 0's values)
+        for layer, block in enumerate(self.blocks):
+            x = block(x, self.pos_enc_at(layer), context)
+        logits = self.head(self.final_norm(x))
+        if self.spec.logit_softcap is not None:
+            logits = soft_cap(logits, self.spec.logit_softcap)
+        return logits
+
+    def pos_enc_at(self, layer: int) -> PositionalEncoding:
+        """The positional encoding layer `layer` attends with."""
+        return self.layer_pos_encs[self.layer_pos_index[layer]] if self.layer_pos_index else self.pos_enc
+
+    def logit_losses(self, logits: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The training losses on the output logits besides cross-entropy: `z_loss` when model.z_loss > 0."""
+        return {"z_loss": z_loss(logits, self.spec.z_loss)} if self.spec.z_loss > 0 else {}
 
     def components(self) -> list[tuple[str, Component]]:
         """(family, module) for every component instance, outermost first (a block before its sublayers)."""
@@ -74,6 +109,18 @@ class TransformerLM(nn.Module):
             if loss is not None:
                 losses[family] = losses[family] + loss if family in losses else loss
         return losses
+
+
+def soft_cap(logits: torch.Tensor, cap: float) -> torch.Tensor:
+    """cap · tanh(logits / cap) (Gemma 2): logits bounded to (-cap, cap), nearly unchanged where |logits| << cap."""
+    return cap * torch.tanh(logits / cap)
+
+
+def z_loss(logits: torch.Tensor, coef: float) -> torch.Tensor:
+    """coef · mean over every position of log²Z, Z = Σ_v exp(logit_v) the softmax normaliser (PaLM, section 5): it
+    pulls log Z towards 0, keeping the output softmax self-normalized and its logits from drifting."""
+    dtype = torch.promote_types(logits.dtype, torch.float32)  # half precision in float32; float64 stays float64
+    return coef * torch.logsumexp(logits.to(dtype), dim=-1).pow(2).mean()
 
 
 def embedding_parameters(model: TransformerLM) -> int:

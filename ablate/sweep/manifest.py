@@ -12,6 +12,9 @@ the baseline it declares (there: gqa, the first option given) instead of one gue
      "fixed": ["pos_enc=rope"],
      "jobs": [["attention=gqa", "pos_enc=rope", "seed=0"], ...]}
 
+A study of named variants (`+study=modern`) varies `variant`, and its entry adds what each variant is:
+`"variants": {"p5": [], "dyt": ["norm=dyt"], ...}` (the overrides on top of the study's base).
+
 Reading is tolerant: a missing file is no manifest, and a corrupt one is reported (a warning naming the file) and
 then ignored — a report never fails because of it.
 """
@@ -42,6 +45,7 @@ class StudyEntry:
     varies: list[str]  # config keys varied: ["attention"], ["phase"]; an ad-hoc grid may vary several
     baseline: dict[str, str]  # {key: option}; ad hoc: the first option given for each varied key
     options: dict[str, list[str]]  # {key: options}, baseline first
+    variants: dict[str, list[str]] = field(default_factory=dict)  # a study of named variants: name -> its overrides
 
 
 @dataclass(kw_only=True)
@@ -55,6 +59,9 @@ class Manifest:
     def to_json(self) -> str:
         """Indented JSON with one line per study and per job."""
         data = asdict(self)
+        for study in data["studies"]:  # only studies of named variants have them
+            if not study["variants"]:
+                del study["variants"]
 
         def items(values: list) -> str:
             return "[\n" + ",\n".join(f"    {json.dumps(v)}" for v in values) + "\n  ]" if values else "[]"
@@ -92,10 +99,14 @@ def _study_entry(data: Any) -> StudyEntry:
     baseline, options = data.get("baseline", {}), data.get("options", {})
     if not isinstance(baseline, dict) or not isinstance(options, dict):
         raise ValueError("`baseline` and `options` must be objects")
+    variants = data.get("variants", {})
+    if not isinstance(variants, dict):
+        raise ValueError("`variants` must be an object")
     return StudyEntry(name=name, varies=varies,
                       baseline={str(k): _scalar(v, "baseline") for k, v in baseline.items()},
                       options={str(k): [_scalar(o, "options") for o in _list(v, "options")]
-                               for k, v in options.items()})
+                               for k, v in options.items()},
+                      variants={str(k): _strings(v, "variants") for k, v in variants.items()})
 
 
 def _list(value: Any, what: str) -> list:

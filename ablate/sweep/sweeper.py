@@ -26,6 +26,7 @@ from ablate.sweep.manifest import Manifest, StudyEntry, adhoc_manifest
 
 log = logging.getLogger("ablate")
 STUDY_DIR = CONF_DIR / "study"
+LOCAL_LAUNCHER = "hydra._internal.core_plugins.basic_launcher.BasicLauncher"  # Hydra's default: jobs run here
 VARIANT_KEY = "study.variant"  # what a study of named variants sweeps; summary.json's `variant`
 
 
@@ -127,13 +128,16 @@ def _value(job: list[str], key: str) -> str:
 
 
 def job_problems(config_loader: Any, config: DictConfig, job: list[str]) -> list[str]:
-    """The problems of one job's config, one line each: what Hydra cannot compose, or what `validate` refuses."""
+    """The problems of one job's config, one line each: what Hydra cannot compose, or what `validate` refuses
+    (its device too when the jobs run on this machine; a launcher that sends them elsewhere leaves that to each
+    job, which checks before it writes anything)."""
     from hydra.errors import HydraException
 
     from ablate.config import validate
 
+    runs_here = OmegaConf.select(config, "hydra.launcher._target_") == LOCAL_LAUNCHER
     try:
-        validate(config_loader.load_sweep_config(config, list(job)))
+        validate(config_loader.load_sweep_config(config, list(job)), runs_here=runs_here)
     except SpecError as e:
         return list(e.problems)
     except HydraException as e:

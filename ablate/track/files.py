@@ -20,7 +20,7 @@ from typing import Any
 import yaml
 from omegaconf import DictConfig, OmegaConf
 
-from ablate.spec import RECORDING_ONLY, TARGET_KEY
+from ablate.spec import ADDED_DEFAULTS, RECORDING_ONLY, TARGET_KEY, at_added_default
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +68,13 @@ def config_hash(cfg: DictConfig) -> str:
     for node in container.values():
         if isinstance(node, dict):
             node.pop(TARGET_KEY, None)
+    for key in ADDED_DEFAULTS:  # at the value runs had before the key existed: those runs keep their hash
+        *parents, last = key.split(".")
+        node = container
+        for parent in parents:
+            node = node.get(parent, {}) if isinstance(node, dict) else {}
+        if isinstance(node, dict) and last in node and at_added_default(key, node[last]):
+            node.pop(last)
     return hashlib.sha256(json.dumps(container, sort_keys=True).encode()).hexdigest()[:16]
 
 

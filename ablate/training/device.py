@@ -20,6 +20,24 @@ def pick_device(requested: str) -> str:
     return "cpu"
 
 
+def device_problem(requested: str) -> str | None:
+    """Why this torch cannot run on `requested` (one line naming the fix), or None. `auto` always can."""
+    build = f"torch {torch.__version__}"
+    if requested.startswith("cuda"):
+        if torch.version.cuda is None:
+            return (f"device={requested}: this torch build has no CUDA ({build}); use device=cpu or install a CUDA "
+                    f"build of torch")
+        if not torch.cuda.is_available():
+            return (f"device={requested}: {build} was built for CUDA {torch.version.cuda} but sees no GPU (check the "
+                    f"driver and CUDA_VISIBLE_DEVICES); use device=cpu")
+        index, count = requested.partition(":")[2], torch.cuda.device_count()
+        if index and not (index.isdigit() and int(index) < count):
+            return f"device={requested}: this machine has {count} CUDA device(s); use cuda:0 to cuda:{count - 1}"
+    if requested == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        return f"device=mps: MPS (Apple GPU) is not available to {build} on this machine; use device=cpu"
+    return None
+
+
 def autocast(device: str):
     """bf16 autocast on CUDA; full precision elsewhere (CPU bf16 is slower than fp32 on most CPUs)."""
     if device.startswith("cuda"):

@@ -69,7 +69,7 @@ def train(cfg: DictConfig, overrides: list[str] | None = None, *, hooks: Iterabl
     it (a fault set in the config would change the hash; a kill -9 lands at no exact step).
     """
     overrides = list(overrides or [])
-    mspec, tspec = validate(cfg)  # nothing exists yet: no run dir, cache, model or W&B run
+    mspec, tspec = validate(cfg, runs_here=True)  # nothing exists yet: no run dir, cache, model or W&B run
     digest = config_hash(cfg)
     may_resume = cfg.get("resume", True)
     run_dir = Path(cfg.out_dir) if cfg.get("out_dir") else default_run_dir()

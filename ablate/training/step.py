@@ -16,9 +16,9 @@ from ablate.training.state import TrainState
 @dataclass
 class Losses:
     """`ce` is the next-token cross-entropy; `aux` the components' auxiliary losses by family (`aux_loss()`, e.g.
-    expert load balancing). Training minimizes `total` = ce + every aux term, but `train/loss` logs `ce` only, so
-    loss curves stay comparable between variants with and without auxiliary losses; each aux term is logged on its
-    own as `train/aux/<family>`."""
+    expert load balancing) and the model's z-loss (`z_loss`). Training minimizes `total` = ce + every aux term, but
+    `train/loss` logs `ce` only, so loss curves stay comparable between variants with and without auxiliary losses;
+    each aux term is logged on its own as `train/aux/<family>` (`train/aux/z_loss`)."""
 
     ce: torch.Tensor
     aux: dict[str, torch.Tensor]
@@ -37,11 +37,12 @@ class Losses:
 
 def compute_losses(step_fn: torch.nn.Module, model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor,
                    device: str) -> Losses:
-    """Forward `x` through `step_fn` (the parallelized model), cross-entropy against `y`, and the auxiliary losses
-    the forward left in `model`'s components."""
+    """Forward `x` through `step_fn` (the parallelized model), cross-entropy against `y`, and the auxiliary losses:
+    those the forward left in `model`'s components, and the model's own on the logits (`z_loss`)."""
     with autocast(device):
         logits = step_fn(x)
-    return Losses(F.cross_entropy(logits.float().flatten(0, 1), y.flatten()), model.aux_losses())
+    aux = {**model.aux_losses(), **model.logit_losses(logits)}
+    return Losses(F.cross_entropy(logits.float().flatten(0, 1), y.flatten()), aux)
 
 
 def backward(losses: Losses, state: TrainState, grad_clip: float) -> dict[str, float]:

@@ -15,13 +15,15 @@ from omegaconf import DictConfig, OmegaConf
 from ablate.config import choices
 from ablate.naming import run_name
 
+PATTERN_KEYS = ("attention_pattern", "pos_enc_pattern")
 RUNNING, COMPLETED, DIVERGED, FAILED = "running", "completed", "diverged", "failed"
 FINISHED = (COMPLETED, DIVERGED)  # rerunning these would repeat the same computation
 
 # summary.json key <- attribute, in the order the file lists them (a public contract: never rename a key).
 KEYS = {
     "model": "model", "data": "data", "seed": "seed", "config_hash": "config_hash", "run_dir": "run_dir",
-    "overrides": "overrides", "wandb_id": "wandb_id",
+    "overrides": "overrides", "attention_pattern": "attention_pattern", "pos_enc_pattern": "pos_enc_pattern",
+    "wandb_id": "wandb_id",
     "params/total": "params_total", "params/non_embedding": "params_non_embedding", "params/active": "params_active",
     "flops_per_token": "flops_per_token", "device": "device",
     "final/val_loss": "final_val_loss", "final/val_ppl": "final_val_ppl", "final/val_acc": "final_val_acc",
@@ -46,7 +48,8 @@ def study_info(cfg: DictConfig) -> dict[str, Any]:
         return {}
     info = OmegaConf.to_container(study, resolve=True)
     return {"study": info.get("name"), "varies": info.get("varies"), "baseline": info.get("baseline"),
-            **({"phase": info["phase"]} if info.get("phase") is not None else {})}
+            **({"phase": info["phase"]} if info.get("phase") is not None else {}),
+            **({"variant": info["variant"]} if info.get("variant") is not None else {})}
 
 
 @dataclass
@@ -58,7 +61,9 @@ class RunSummary:
     config_hash: str
     run_dir: str
     overrides: str
-    study: dict[str, Any] = field(default_factory=dict)  # study, varies, baseline (and phase), as given
+    study: dict[str, Any] = field(default_factory=dict)  # study, varies, baseline (and phase or variant), as given
+    attention_pattern: list[str] | None = None  # model.attention_pattern, when set (the per-layer choices)
+    pos_enc_pattern: list[str] | None = None  # model.pos_enc_pattern, when set
     wandb_id: str | None = None
     params_total: int | None = None
     params_non_embedding: int | None = None
@@ -84,7 +89,8 @@ class RunSummary:
     def start(cls, cfg: DictConfig, overrides: list[str], digest: str, run_dir: Path) -> RunSummary:
         """A new run's summary: status running, its identity filled in."""
         return cls(choices=choices(cfg), model=str(cfg.model.name), data=str(cfg.data.name), seed=int(cfg.seed),
-                   config_hash=digest, run_dir=str(run_dir), overrides=run_name(overrides), study=study_info(cfg))
+                   config_hash=digest, run_dir=str(run_dir), overrides=run_name(overrides), study=study_info(cfg),
+                   **{key: [str(entry) for entry in cfg.model.get(key)] for key in PATTERN_KEYS if cfg.model.get(key)})
 
     @property
     def status(self) -> str:

@@ -60,7 +60,7 @@ def test_help_prints_usage_and_exits_0(capsys):
 
 def test_a_sweep_refuses_a_typo_in_the_same_line(tmp_path):
     result = subprocess.run([sys.executable, "-m", "ablate.run", "-m", "attention=gqaa,mla", "logger=none",
-                             f"hydra.sweep.dir={tmp_path / 'sweep'}"], capture_output=True, text=True, timeout=120)
+                             f"hydra.sweep.dir={tmp_path / 'sweep'}"], capture_output=True, text=True, timeout=120, check=False)
     assert result.returncode == 2
     assert f"config error: job 0 (attention=gqaa logger=none): {TYPO}\n" in result.stdout + result.stderr
     assert not (tmp_path / "sweep").exists()
