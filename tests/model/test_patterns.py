@@ -134,3 +134,39 @@ def test_bad_patterns_are_refused_one_line_each(overrides, line):
         validate(ablate.compose([*TINY, *overrides]))
     assert [p for p in refused.value.problems if p.startswith(line)], refused.value.problems
     assert len(refused.value.problems) == 1, refused.value.problems
+
+
+def test_the_run_records_say_the_pattern(tmp_path):
+    from ablate.naming import run_name
+    from ablate.training.summary import RunSummary
+
+    overrides = ["model.attention_pattern=[local:window:16,mha]"]
+    cfg = ablate.compose([*TINY, *overrides])
+    summary = RunSummary.start(cfg, overrides, "hash", tmp_path).to_dict()
+    assert summary["attention_pattern"] == ["local:window:16", "mha"] and "pos_enc_pattern" not in summary
+    assert "attention_pattern" not in RunSummary.start(ablate.compose(TINY), [], "hash", tmp_path).to_dict()
+    assert run_name(overrides) == "model.attention_pattern=[local:window:16,mha]"
+
+
+def test_compare_splits_runs_that_differ_only_in_the_pattern(tmp_path):
+    """An ad-hoc sweep over patterns (no study info): one variant per pattern, the default one labelled as off;
+    a run recorded before the pattern keys existed groups with the pattern-off runs."""
+    import yaml
+
+    from ablate.compare.group import group_runs
+    from ablate.compare.load import load_runs
+    from tests.compare.fake_runs import write_run
+
+    patterns = {"off": None, "local": ["local:window:16", "mha"], "old": "absent"}
+    for name, pattern in patterns.items():
+        for seed in ((2, 3) if name == "old" else (0, 1)):
+            run_dir = write_run(tmp_path / f"{name}-{seed}", 4.0 + 0.1 * (name == "local") + 0.001 * seed, seed=seed)
+            config = yaml.safe_load((run_dir / "config.yaml").read_text())
+            if pattern != "absent":
+                config["model"].update(z_loss=0.0, logit_softcap=None, attention_pattern=pattern,
+                                       pos_enc_pattern=None)
+            (run_dir / "config.yaml").write_text(yaml.safe_dump(config))
+    section, = group_runs(load_runs([str(tmp_path)]))
+    assert section.factors == ["model.attention_pattern"]
+    assert {k: len(v) for k, v in section.variants.items()} == {"model.attention_pattern=None": 4,
+                                                                "model.attention_pattern=['local:window:16', 'mha']": 2}
