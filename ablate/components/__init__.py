@@ -12,11 +12,12 @@ from ablate.components.base import (
     Block,
     Component,
     FeedForward,
+    ForwardContext,
     Norm,
     PositionalEncoding,
 )
 from ablate.components.options import Option, discover, option, option_names
 from ablate.spec import ModelSpec
 
-__all__ = ["Attention", "Block", "Component", "FeedForward", "Norm", "PositionalEncoding", "FAMILY_BASES",
-           "ModelSpec", "Option", "discover", "option", "option_names"]
+__all__ = ["Attention", "Block", "Component", "FeedForward", "ForwardContext", "Norm", "PositionalEncoding",
+           "FAMILY_BASES", "ModelSpec", "Option", "discover", "option", "option_names"]

@@ -1,5 +1,8 @@
 """Causal self-attention variants. Each takes (B, T, d_model) and returns the same shape; positional encodings reach
-it through the `pos` hooks (rotate queries/keys, add a score bias), which are no-ops for encodings acting elsewhere."""
+it through the `pos` hooks (rotate queries/keys, add a score bias), which are no-ops for encodings acting elsewhere.
+
+Two knobs every softmax attention here takes, written once in `HeadKnobs`: `qk_norm` and `gate` (off by default, and
+off they add no parameter and no operation)."""
 
 from __future__ import annotations
 
@@ -7,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ablate.components import Attention, ModelSpec, PositionalEncoding
+from ablate.components import Attention, ForwardContext, ModelSpec, PositionalEncoding
 
 
 def causal_attention(
@@ -37,10 +40,49 @@ def causal_attention(
     )
 
 
-class GroupedQueryAttention(Attention):
+class QKNorm(nn.Module):
+    """QK-norm (Wortsman et al., 2023, arXiv 2309.14322, section 3.1.1) in its per-head RMSNorm form (Qwen3, Gemma 3):
+    every query head and every key head is RMS-normalized over its own channels, then scaled by a learnable gain of
+    head_dim — one gain for queries and one for keys, shared by all heads (2·head_dim parameters). Applied before
+    RoPE, so the rotation acts on unit-RMS vectors; the score scale stays 1/sqrt(head_dim)."""
+
+    def __init__(self, head_dim: int):
+        super().__init__()
+        self.q = nn.RMSNorm(head_dim, eps=1e-6)
+        self.k = nn.RMSNorm(head_dim, eps=1e-6)
+
+    def forward(self, q: torch.Tensor, k: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.q(q), self.k(k)
+
+
+class HeadKnobs:
+    """The `qk_norm` and `gate` knobs, for any softmax attention (mixed in before `Attention`):
+
+    - qk_norm: `QKNorm` on the query and key heads before positions are applied (+2·qk_head_dim parameters).
+    - gate: gated attention (Qiu et al., 2025, arXiv 2505.06708), their best variant G1: the attention output of each
+      head, before the output projection, is multiplied elementwise by sigmoid(x W_g), x the layer's input,
+      W_g: d_model -> n_heads·v_head_dim (head-specific, elementwise; +d_model·n_heads·v_head_dim parameters, plus a
+      bias with model.bias; FLOPs counted with the parameters).
+
+    Off, neither builds a module, so parameters, init RNG draws and outputs are those of the option without them."""
+
+    def add_head_knobs(self, spec: ModelSpec, qk_norm: bool, gate: bool, qk_head_dim: int, out_width: int) -> None:
+        self.qk_norm = QKNorm(qk_head_dim) if qk_norm else None
+        self.gate_proj = nn.Linear(spec.d_model, out_width, bias=spec.bias) if gate else None
+
+    def normalize_qk(self, q: torch.Tensor, k: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """q, k: (..., qk_head_dim) heads, not yet rotated."""
+        return (q, k) if self.qk_norm is None else self.qk_norm(q, k)
+
+    def gate_heads(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """x: (B, T, d_model) the layer's input; y: (B, T, H·Dv) the heads' outputs -> y ⊙ sigmoid(x W_g)."""
+        return y if self.gate_proj is None else y * torch.sigmoid(self.gate_proj(x))
+
+
+class GroupedQueryAttention(HeadKnobs, Attention):
     """Grouped-query attention (Ainslie et al., 2023): n_heads query heads share n_kv_heads key/value heads."""
 
-    def __init__(self, spec: ModelSpec, layer: int, n_kv_heads: int = 2):
+    def __init__(self, spec: ModelSpec, layer: int, n_kv_heads: int = 2, qk_norm: bool = False, gate: bool = False):
         super().__init__(spec, layer)
         self.n_heads, self.n_kv_heads, self.head_dim = spec.n_heads, n_kv_heads, spec.head_dim
         self.qk_head_dim = self.v_head_dim = spec.head_dim
@@ -48,6 +90,7 @@ class GroupedQueryAttention(Attention):
         self.kv_proj = nn.Linear(spec.d_model, 2 * n_kv_heads * spec.head_dim, bias=spec.bias)
         self.out_proj = nn.Linear(spec.n_heads * spec.head_dim, spec.d_model, bias=spec.bias)
         self.out_proj.is_residual_output = True
+        self.add_head_knobs(spec, qk_norm, gate, spec.head_dim, spec.n_heads * spec.head_dim)
 
     @property
     def kv_cache_per_token(self) -> int:
@@ -65,11 +108,17 @@ class GroupedQueryAttention(Attention):
             ]
         return []
 
-    def forward(self, x: torch.Tensor, pos: PositionalEncoding) -> torch.Tensor:
+    @classmethod
+    def value_heads(cls, spec: ModelSpec, knobs: dict) -> tuple[int, int]:
+        return knobs["n_kv_heads"], spec.head_dim
+
+    def forward(self, x: torch.Tensor, pos: PositionalEncoding, context: ForwardContext | None = None) -> torch.Tensor:
         b, t, _ = x.shape
         q = self.q_proj(x).view(b, t, self.n_heads, self.head_dim).transpose(1, 2)
         k, v = self.kv_proj(x).view(b, t, 2, self.n_kv_heads, self.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
-        return self.out_proj(self.attend(q, k, v, pos))
+        q, k = self.normalize_qk(q, k)
+        v = self.mix_values(v, context)
+        return self.out_proj(self.gate_heads(x, self.attend(q, k, v, pos)))
 
     def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, pos: PositionalEncoding) -> torch.Tensor:
         """q: (B, H, T, D); k, v: (B, H_kv, T, D), positions not yet applied -> (B, T, H·D) head outputs.
@@ -83,16 +132,24 @@ class GroupedQueryAttention(Attention):
 class MultiHeadAttention(GroupedQueryAttention):
     """Standard multi-head attention: every query head has its own key/value head."""
 
-    def __init__(self, spec: ModelSpec, layer: int):
-        super().__init__(spec, layer, n_kv_heads=spec.n_heads)
+    def __init__(self, spec: ModelSpec, layer: int, qk_norm: bool = False, gate: bool = False):
+        super().__init__(spec, layer, n_kv_heads=spec.n_heads, qk_norm=qk_norm, gate=gate)
 
-    check = Attention.check  # no knobs
+    check = Attention.check  # no n_kv_heads to check
+
+    @classmethod
+    def value_heads(cls, spec: ModelSpec, knobs: dict) -> tuple[int, int]:
+        return spec.n_heads, spec.head_dim
 
 
 class MultiQueryAttention(GroupedQueryAttention):
     """Multi-query attention (Shazeer, 2019): all query heads share one key/value head."""
 
-    def __init__(self, spec: ModelSpec, layer: int):
-        super().__init__(spec, layer, n_kv_heads=1)
+    def __init__(self, spec: ModelSpec, layer: int, qk_norm: bool = False, gate: bool = False):
+        super().__init__(spec, layer, n_kv_heads=1, qk_norm=qk_norm, gate=gate)
 
-    check = Attention.check  # no knobs
+    check = Attention.check  # no n_kv_heads to check
+
+    @classmethod
+    def value_heads(cls, spec: ModelSpec, knobs: dict) -> tuple[int, int]:
+        return 1, spec.head_dim

@@ -5,6 +5,9 @@ running sums: y_i = φ(q_i)ᵀ S_i / φ(q_i)ᵀ z_i with S_i = Σ_{j<=i} φ(k_j)
 in chunks (no T×T matrix, memory linear in T). There are no attention weights to drop out, so attention dropout does
 not apply here (residual dropout still does). With RoPE, the numerator uses rotated features and the denominator the
 plain ones, as RoFormer (Su et al., 2021, eq. 19) proposes, so the normalizer stays positive.
+
+Of the softmax attentions' knobs it takes `gate` (an output gate suits any attention; gated linear attentions use
+one) and refuses `qk_norm`, which exists to bound softmax logits.
 """
 
 from __future__ import annotations
@@ -68,8 +71,8 @@ class LinearAttention(MultiHeadAttention):
         "bias": "an additive score bias needs a softmax score matrix, which linear attention never forms",
     }
 
-    def __init__(self, spec: ModelSpec, layer: int, chunk_size: int = 64):
-        super().__init__(spec, layer)
+    def __init__(self, spec: ModelSpec, layer: int, chunk_size: int = 64, qk_norm: bool = False, gate: bool = False):
+        super().__init__(spec, layer, qk_norm=qk_norm, gate=gate)
         self.chunk_size = chunk_size
 
     @property
@@ -83,9 +86,14 @@ class LinearAttention(MultiHeadAttention):
 
     @classmethod
     def check(cls, spec: ModelSpec, knobs: dict) -> list[str]:
+        problems = []
         if knobs["chunk_size"] < 1:
-            return [f"attention.chunk_size={knobs['chunk_size']} must be an integer >= 1"]
-        return []
+            problems.append(f"attention.chunk_size={knobs['chunk_size']} must be an integer >= 1")
+        if knobs["qk_norm"]:
+            problems.append("attention.qk_norm=true cannot be used with attention=linear: QK-norm bounds the logits "
+                            "of a softmax, and linear attention has none (its elu+1 features take q and k as they "
+                            "are); set attention.qk_norm=false")
+        return problems
 
     def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, pos: PositionalEncoding) -> torch.Tensor:
         fq, fk = elu_feature_map(q), elu_feature_map(k)

@@ -52,10 +52,11 @@ def _mask_with_bias(allowed: torch.Tensor, bias: torch.Tensor | None, dtype: tor
 
 
 class _SparseAttention(MultiHeadAttention):
-    """MHA's projections and parameters; only `attend` differs, so the comparison with MHA is like for like."""
+    """MHA's projections and parameters (and its qk_norm and gate knobs); only `attend` differs, so the comparison
+    with MHA is like for like."""
 
-    def __init__(self, spec: ModelSpec, layer: int):
-        super().__init__(spec, layer)
+    def __init__(self, spec: ModelSpec, layer: int, qk_norm: bool = False, gate: bool = False):
+        super().__init__(spec, layer, qk_norm=qk_norm, gate=gate)
         self._flex_masks: dict = {}  # (T, device) -> BlockMask, built once per shape
         self.flex_kernel = eager_flex_attention
 
@@ -85,8 +86,8 @@ class LocalAttention(_SparseAttention):
     is the same for every chunk; the first chunk has no predecessor and attends to itself alone.
     """
 
-    def __init__(self, spec: ModelSpec, layer: int, window: int = 128):
-        super().__init__(spec, layer)
+    def __init__(self, spec: ModelSpec, layer: int, window: int = 128, qk_norm: bool = False, gate: bool = False):
+        super().__init__(spec, layer, qk_norm=qk_norm, gate=gate)
         self.window = window
         self.chunk = max(window, MIN_CHUNK)
 
@@ -180,8 +181,10 @@ class BigBirdAttention(_SparseAttention):
         num_global_blocks: int = 1,
         num_window_blocks: int = 3,
         num_random_blocks: int = 2,
+        qk_norm: bool = False,
+        gate: bool = False,
     ):
-        super().__init__(spec, layer)
+        super().__init__(spec, layer, qk_norm=qk_norm, gate=gate)
         self.block = block_size
         self.n_global, self.n_window = num_global_blocks, num_window_blocks
         n_blocks = -(-spec.block_size // block_size)

@@ -12,6 +12,10 @@ Position encodings:
 - none, learned, sinusoidal: nothing rotates; the decoupled part stays as an extra query-key channel whose key is
   shared by all heads (MQA-like), so parameters and cache size are the same as with rope.
 Scores are scaled by 1/sqrt(qk_nope_head_dim + qk_rope_head_dim).
+
+Knobs shared with the other softmax attentions (`HeadKnobs`): qk_norm normalizes each head's whole query and key
+[nope ; rope] before RoPE (so the shared rope key takes each head's own scale; a decoding cache still holds c_KV and
+the unnormalized k_R, since the norm is recomputed per head), gate multiplies each head's value output.
 """
 
 from __future__ import annotations
@@ -20,8 +24,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ablate.components import Attention, ModelSpec, PositionalEncoding
-from ablate.model.attention import causal_attention
+from ablate.components import Attention, ForwardContext, ModelSpec, PositionalEncoding
+from ablate.model.attention import HeadKnobs, causal_attention
 
 
 def mla_dims(spec: ModelSpec, knobs: dict[str, int | None]) -> dict[str, int]:
@@ -37,7 +41,7 @@ def mla_dims(spec: ModelSpec, knobs: dict[str, int | None]) -> dict[str, int]:
     return {name: knobs[name] if knobs.get(name) is not None else default for name, default in derived.items()}
 
 
-class MultiHeadLatentAttention(Attention):
+class MultiHeadLatentAttention(HeadKnobs, Attention):
     rotates_full_head = False  # RoPE rotates only the decoupled qk_rope_head_dim part, checked here
 
     def __init__(
@@ -49,6 +53,8 @@ class MultiHeadLatentAttention(Attention):
         qk_nope_head_dim: int | None = None,
         qk_rope_head_dim: int | None = None,
         v_head_dim: int | None = None,
+        qk_norm: bool = False,
+        gate: bool = False,
     ):
         super().__init__(spec, layer)
         dims = mla_dims(spec, dict(kv_lora_rank=kv_lora_rank, q_lora_rank=q_lora_rank,
@@ -72,6 +78,7 @@ class MultiHeadLatentAttention(Attention):
         self.kv_up = nn.Linear(self.kv_lora_rank, h * (self.nope + self.v_dim), bias=bias)  # W_UK and W_UV stacked
         self.out_proj = nn.Linear(h * self.v_dim, d, bias=bias)  # W_O
         self.out_proj.is_residual_output = True
+        self.add_head_knobs(spec, qk_norm, gate, self.nope + self.rope, h * self.v_dim)
 
     @property
     def kv_cache_per_token(self) -> int:
@@ -79,8 +86,12 @@ class MultiHeadLatentAttention(Attention):
         return self.kv_lora_rank + self.rope
 
     @classmethod
+    def value_heads(cls, spec: ModelSpec, knobs: dict) -> tuple[int, int]:
+        return spec.n_heads, mla_dims(spec, knobs)["v_head_dim"]
+
+    @classmethod
     def check(cls, spec: ModelSpec, knobs: dict) -> list[str]:
-        given = knobs
+        given = {name: value for name, value in knobs.items() if name not in ("qk_norm", "gate")}
         problems = []
         for name, value in given.items():
             if value is None or (name == "q_lora_rank" and value == 0):
@@ -108,7 +119,7 @@ class MultiHeadLatentAttention(Attention):
             )
         return problems
 
-    def forward(self, x: torch.Tensor, pos: PositionalEncoding) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, pos: PositionalEncoding, context: ForwardContext | None = None) -> torch.Tensor:
         b, t, _ = x.shape
         h, nope, rope = self.n_heads, self.nope, self.rope
         q = self.q_up(self.q_norm(self.q_down(x))) if self.q_lora_rank else self.q_proj(x)
@@ -117,8 +128,14 @@ class MultiHeadLatentAttention(Attention):
         c_kv, k_rope = self.kv_down(x).split([self.kv_lora_rank, rope], dim=-1)  # (B, T, r_kv), (B, T, rope)
         kv = self.kv_up(self.kv_norm(c_kv)).view(b, t, h, nope + self.v_dim).transpose(1, 2)
         k_nope, v = kv.split([nope, self.v_dim], dim=-1)
+        v = self.mix_values(v, context)
 
-        q_rope, k_rope = pos.rotate(q_rope), pos.rotate(k_rope.unsqueeze(1))  # k_rope: (B, 1, T, rope), all heads
+        k_rope = k_rope.unsqueeze(1)  # (B, 1, T, rope): one rope key for all heads
+        if self.qk_norm is not None:  # each head's whole query and key, before RoPE
+            k = torch.cat([k_nope, k_rope.expand(b, h, t, rope)], dim=-1)
+            q, k = self.normalize_qk(torch.cat([q_nope, q_rope], dim=-1), k)
+            (q_nope, q_rope), (k_nope, k_rope) = q.split([nope, rope], dim=-1), k.split([nope, rope], dim=-1)
+        q_rope, k_rope = pos.rotate(q_rope), pos.rotate(k_rope)
         q = torch.cat([q_nope, q_rope], dim=-1)  # (B, H, T, nope + rope)
         k = torch.cat([k_nope, k_rope.expand(b, h, t, rope)], dim=-1)
         # SDPA's fused kernels want one head dim for q, k and v (else it falls back to forming the T×T scores):
@@ -130,4 +147,4 @@ class MultiHeadLatentAttention(Attention):
             v = F.pad(v, (0, width - self.v_dim))
         bias = pos.score_bias(self.layer, t, x.device)
         y = causal_attention(q, k, v, bias, self.attn_dropout, scale=qk_dim**-0.5)[..., : self.v_dim]
-        return self.out_proj(y.transpose(1, 2).flatten(2))  # (B, H, T, v) -> (B, T, H·v)
+        return self.out_proj(self.gate_heads(x, y.transpose(1, 2).flatten(2)))  # (B, H, T, v) -> (B, T, H·v)

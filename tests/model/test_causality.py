@@ -17,10 +17,10 @@ PAIRS = [pair for pair in allowed_pairs() if pair not in CORE_PAIRS]
 
 def test_every_pair_is_decided():
     """Each pair is causality-tested (here or in the core tests) or rejected by validation (test_validation.py):
-    the only rejected pairs are score biases with linear attention."""
+    the only rejected pairs are score biases with linear and differential attention."""
     everything = set(itertools.product(option_names("pos_enc"), option_names("attention")))
     rejected = everything - set(PAIRS) - set(CORE_PAIRS)
-    assert rejected == {("relative", "linear"), ("alibi", "linear")}
+    assert rejected == {("relative", "linear"), ("alibi", "linear"), ("relative", "diff"), ("alibi", "diff")}
 
 
 @pytest.mark.parametrize("pos_enc,attention", PAIRS, ids=[f"pos_enc={p},attention={a}" for p, a in PAIRS])
