@@ -30,7 +30,7 @@ from ablate.training.device import peak_flops, pick_device
 from ablate.training.evaluate import Evaluator
 from ablate.training.optim import lr_at, make_optimizer, set_lr
 from ablate.training.parallelize import parallelize
-from ablate.training.progress import progress_bar
+from ablate.training.progress import progress_display
 from ablate.training.sample import generate
 from ablate.training.sink import MetricsSink
 from ablate.training.state import TrainState
@@ -210,10 +210,8 @@ class Trainer:
     def run(self) -> None:
         """Steps state.step + 1 … total_steps; a non-finite loss ends the run `diverged` before its update."""
         state, spec = self.state, self.tspec
-        with progress_bar(self.summary.overrides) as progress:
-            val = self.summary.final_val_loss
-            task = progress.add_task("train", total=self.total_steps, completed=state.step, loss="-", tok_s="-",
-                                     val="-" if val is None else f"{val:.3f}")
+        with progress_display(self.summary.overrides, self.total_steps, state.step,
+                              self.summary.final_val_loss) as progress:
             while state.step < self.total_steps:
                 step, tic = state.step + 1, time.perf_counter()
                 lr = set_lr(state.optimizer, lr_at(step - 1, self.total_steps, spec))
@@ -227,15 +225,16 @@ class Trainer:
                 state.advance(x.numel(), time.perf_counter() - tic)  # x: batch × sequence length
                 self.throughput.update(state)
                 self.meter.add(values)
+                new: dict[str, float] = {}
                 if step % spec.log_every == 0 or step == self.total_steps:
                     row = self.log_train(lr)
-                    progress.update(task, loss=f"{row['train/loss']:.3f}", tok_s=f"{row['perf/tokens_per_s']:,.0f}")
+                    new.update(loss=row["train/loss"], tok_s=row["perf/tokens_per_s"])
                 if step % spec.eval_every == 0 or step == self.total_steps:
-                    progress.update(task, val=f"{self.evaluate()['val/loss']:.3f}")
+                    new["val"] = self.evaluate()["val/loss"]
                 self.checkpointer.step(state)
                 for hook in self.hooks:
                     hook(state)
-                progress.update(task, completed=step)
+                progress.update(step, **new)
 
     def _position(self) -> dict[str, Any]:
         return {"step": self.state.step, "tokens": self.state.tokens, "time_s": self.state.time_s}
