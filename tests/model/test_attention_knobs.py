@@ -30,9 +30,10 @@ def rms_norm(x, gain):
     return x / torch.sqrt(x.pow(2).mean(-1, keepdim=True) + EPS) * gain
 
 
-def knobbed_reference(layer, pos, x, allowed, qk_norm, gate):
+def knobbed_reference(layer, pos, x, allowed, qk_norm, gate, first_values=None):
     """One head at a time: q_i = x W_q,i; k, v from head i's kv group; qk-norm, then RoPE; softmax over the allowed
-    pairs; the gate sigmoid(x W_g,i) on head i's output; concat, W_o."""
+    pairs; the gate sigmoid(x W_g,i) on head i's output; concat, W_o. first_values (B, H_kv, T, D): value residual,
+    v' = ½·v + ½·V_1."""
     h, h_kv, d = layer.n_heads, layer.n_kv_heads, layer.head_dim
     w_k, w_v = layer.kv_proj.weight.chunk(2, dim=0)
     heads = []
@@ -40,6 +41,8 @@ def knobbed_reference(layer, pos, x, allowed, qk_norm, gate):
         g = i // (h // h_kv)
         q = x @ layer.q_proj.weight[i * d:(i + 1) * d].T
         k, v = x @ w_k[g * d:(g + 1) * d].T, x @ w_v[g * d:(g + 1) * d].T
+        if first_values is not None:
+            v = 0.5 * v + 0.5 * first_values[:, g]
         if qk_norm:
             q, k = rms_norm(q, layer.qk_norm.q.weight), rms_norm(k, layer.qk_norm.k.weight)
         if pos.acts_on == "rotary":
@@ -89,7 +92,7 @@ def test_bigbird_with_knobs_equals_reference(qk_norm, gate):
     torch.testing.assert_close(layer(x, pos), knobbed_reference(layer, pos, x, mask, qk_norm, gate), **TOL)
 
 
-def mla_reference(layer, pos, x, qk_norm, gate):
+def mla_reference(layer, pos, x, qk_norm, gate, first_values=None):
     """DeepSeek-V2 MLA without a query latent, one head at a time: q_i = [x W_UQ,i ; x W_QR,i],
     k_i = [c W_UK,i ; x W_KR] with c = RMSNorm(x W_DKV); qk-norm over each whole head, then RoPE on the rope parts."""
     t = x.shape[1]
@@ -108,7 +111,10 @@ def mla_reference(layer, pos, x, qk_norm, gate):
         q = torch.cat([q[..., :nope], rotate(q[..., nope:])], dim=-1)
         k = torch.cat([k[..., :nope], rotate(k[..., nope:])], dim=-1)
         scores = (q @ k.transpose(-1, -2) / math.sqrt(nope + rope)).masked_fill(~causal, float("-inf"))
-        y = scores.softmax(-1) @ (c @ w_kv[i, nope:].T)
+        v = c @ w_kv[i, nope:].T
+        if first_values is not None:
+            v = 0.5 * v + 0.5 * first_values[:, i]
+        y = scores.softmax(-1) @ v
         if gate:
             y = y * torch.sigmoid(x @ layer.gate_proj.weight[i * d_v:(i + 1) * d_v].T)
         heads.append(y)

@@ -27,7 +27,7 @@ def rms_norm(x, gain, eps=1e-5):
     return x / torch.sqrt(x.pow(2).mean(-1, keepdim=True) + eps) * gain
 
 
-def diff_reference(layer, pos, x, depth, qk_norm=False, gate=False):
+def diff_reference(layer, pos, x, depth, qk_norm=False, gate=False, first_values=None):
     """MultiHead(X) = Concat_i((1 − λ_init)·RMSNorm(DiffAttn_i(X))) W_O, DiffAttn_i = (A1 − λ A2) V_i. Head i's
     columns of W_Q and W_K are [half 1 ; half 2] of d channels each; its W_V columns are 2d channels."""
     t, d_model = x.shape[1:]
@@ -49,6 +49,8 @@ def diff_reference(layer, pos, x, depth, qk_norm=False, gate=False):
         a1 = (q1 @ k1.transpose(-1, -2) / math.sqrt(d)).masked_fill(~causal, float("-inf")).softmax(-1)
         a2 = (q2 @ k2.transpose(-1, -2) / math.sqrt(d)).masked_fill(~causal, float("-inf")).softmax(-1)
         v = x @ w_v[i * 2 * d:(i + 1) * 2 * d].T
+        if first_values is not None:  # value residual: ½·V + ½·V_1
+            v = 0.5 * v + 0.5 * first_values[:, i]
         head = (1 - paper_lambda_init(depth)) * rms_norm((a1 - lam * a2) @ v, layer.head_norm.weight)
         if gate:
             head = head * torch.sigmoid(x @ layer.gate_proj.weight[i * 2 * d:(i + 1) * 2 * d].T)
