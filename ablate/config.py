@@ -238,6 +238,8 @@ def _check_train(t: TrainSpec) -> list[str]:
     s = t.sample
     if not (s.tokens >= 0 and s.temperature >= 0 and 0 < s.top_p <= 1):
         problems.append("train.sample needs tokens >= 0, temperature >= 0 and 0 < top_p <= 1")
+    if s.prompt == "":
+        problems.append("train.sample.prompt is empty: give some text, or null for the first words of the val split")
     return problems
 
 

@@ -34,6 +34,11 @@ ADDED_DEFAULTS: dict[str, Any] = {
     "data.order": "fixed",  # runs before data.order drew batches from data.seed alone
 }
 
+# Defaults changed without changing what is trained (train.sample.prompt: only the text written after training):
+# the config hash and compare's run identity read the new default as the value runs had before, so those runs keep
+# their hash (a rerun still skips them) and their group. key -> (new default, the default before).
+CHANGED_DEFAULTS: dict[str, tuple[Any, Any]] = {"train.sample.prompt": (None, "def ")}
+
 
 def at_added_default(key: str, value: Any) -> bool:
     """Whether `key` is an added key at its recorded-before value (`value` as configured or as its text: 0, "0.0",
@@ -148,7 +153,7 @@ class SampleSpec:
     tokens: int
     temperature: float
     top_p: float
-    prompt: str
+    prompt: str | None  # None: the first words of the val split (ablate.training.sample.data_prompt)
 
 
 @dataclass

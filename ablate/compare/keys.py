@@ -11,7 +11,8 @@ from omegaconf import OmegaConf
 
 from ablate.compare.load import Run
 from ablate import CONF_DIR
-from ablate.spec import ADDED_DEFAULTS, FAMILIES, RECORDING_ONLY, REPEAT_KEYS, TARGET_KEY, at_added_default, key_in
+from ablate.spec import (ADDED_DEFAULTS, CHANGED_DEFAULTS, FAMILIES, RECORDING_ONLY, REPEAT_KEYS, TARGET_KEY,
+                         at_added_default, key_in)
 
 # Config keys that say where/how a run is recorded, which study filed it, or which repeat it is — not what is
 # compared (an injected NaN, debug.*, is a diverged seed). Options' classes (`attention._target_`) are left out too:
@@ -40,6 +41,9 @@ def identity(run: Run) -> dict[str, str]:
     for key, default in ADDED_DEFAULTS.items():  # a run recorded before the key existed computed its default
         if f"{key.split('.')[0]}.name" in flat and (key not in flat or at_added_default(key, flat[key])):
             flat[key] = str(default)
+    for key, (new, before) in CHANGED_DEFAULTS.items():
+        if flat.get(key) == str(new):
+            flat[key] = str(before)
     return {k: v for k, v in flat.items() if not ignored(k)}
 
 

@@ -20,7 +20,7 @@ from typing import Any
 import yaml
 from omegaconf import DictConfig, OmegaConf
 
-from ablate.spec import ADDED_DEFAULTS, RECORDING_ONLY, TARGET_KEY, at_added_default
+from ablate.spec import ADDED_DEFAULTS, CHANGED_DEFAULTS, RECORDING_ONLY, TARGET_KEY, at_added_default
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +75,13 @@ def config_hash(cfg: DictConfig) -> str:
             node = node.get(parent, {}) if isinstance(node, dict) else {}
         if isinstance(node, dict) and last in node and at_added_default(key, node[last]):
             node.pop(last)
+    for key, (new, before) in CHANGED_DEFAULTS.items():
+        *parents, last = key.split(".")
+        node = container
+        for parent in parents:
+            node = node.get(parent, {}) if isinstance(node, dict) else {}
+        if isinstance(node, dict) and last in node and node[last] == new:
+            node[last] = before
     return hashlib.sha256(json.dumps(container, sort_keys=True).encode()).hexdigest()[:16]
 
 

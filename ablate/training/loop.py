@@ -31,7 +31,7 @@ from ablate.training.evaluate import Evaluator
 from ablate.training.optim import lr_at, make_optimizer, set_lr
 from ablate.training.parallelize import parallelize
 from ablate.training.progress import progress_display
-from ablate.training.sample import generate
+from ablate.training.sample import generate, sample_file, sample_prompt
 from ablate.training.sink import MetricsSink
 from ablate.training.state import TrainState
 from ablate.training.step import LossMeter, Throughput, backward, compute_losses, finite
@@ -188,10 +188,10 @@ def _run(cfg: DictConfig, mspec: ModelSpec, tspec: TrainSpec, data, files: RunFi
         trainer.checkpointer.final(state)
         save_final_weights(model, files.dir)  # model.safetensors: what load_model and the exporter read
         if tspec.sample.tokens:
-            prompt = data.tokenizer.encode(tspec.sample.prompt).tolist()
-            ids = generate(model, prompt, tspec.sample.tokens, tspec.sample.temperature, tspec.sample.top_p,
-                           seed=int(cfg.seed))
-            sink.text("sample", data.tokenizer.decode(ids))
+            prompt, source = sample_prompt(tspec.sample.prompt, data.val, data.tokenizer)
+            ids = generate(model, data.tokenizer.encode(prompt).tolist(), tspec.sample.tokens,
+                           tspec.sample.temperature, tspec.sample.top_p, seed=int(cfg.seed))
+            sink.text("sample", sample_file(prompt, source, data.tokenizer.decode(ids)))
         summary.complete()
     files.write_summary(summary.to_dict())
 

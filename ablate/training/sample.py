@@ -1,8 +1,42 @@
-"""Text generation with temperature and nucleus (top-p) sampling."""
+"""Text generation with temperature and nucleus (top-p) sampling, from a prompt the config gives or, by default,
+the first words of the data's val split (a run on stories starts a story, one on code starts code)."""
 
 from __future__ import annotations
 
+import re
+from typing import Any
+
+import numpy as np
 import torch
+
+PROMPT_CHARS = 24  # a default prompt's length at most: a few words, whole ones
+
+
+def data_prompt(val: np.ndarray, tokenizer: Any) -> str:
+    """The first words of the val split's first non-blank line, whole words up to PROMPT_CHARS characters (a
+    longer first word is cut there), with the space that follows them: the model continues mid-line."""
+    text = tokenizer.decode(val[: 4 * PROMPT_CHARS].tolist())
+    line = next((line for line in text.splitlines() if line.strip()), "")
+    words = re.findall(r"\s*\S+\s?", line.rstrip())
+    prompt = ""
+    for word in words:
+        if len(prompt + word.rstrip()) > PROMPT_CHARS:
+            break
+        prompt += word
+    return prompt or line[:PROMPT_CHARS] or text[:PROMPT_CHARS]
+
+
+def sample_prompt(configured: str | None, val: np.ndarray, tokenizer: Any) -> tuple[str, str]:
+    """(the prompt, where it came from): train.sample.prompt when set, else the val split's first words."""
+    if configured is not None:
+        return configured, "train.sample.prompt"
+    return data_prompt(val, tokenizer), "the first words of the val split; set train.sample.prompt to choose"
+
+
+def sample_file(prompt: str, source: str, text: str) -> str:
+    """sample.txt: a first line naming the prompt (quoted, so its spaces and newlines show) and its source, then
+    the generated text, prompt included."""
+    return f"# prompt {prompt!r} ({source})\n{text}"
 
 
 def top_p_filter(logits: torch.Tensor, top_p: float) -> torch.Tensor:
