@@ -4,12 +4,15 @@ sample.txt says which prompt it was; the new default keeps the config hash of ru
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
 from omegaconf import OmegaConf
 
 import ablate
+from ablate.compare.keys import identity
+from ablate.compare.load import Run
 from ablate.config import validate
 from ablate.spec import SpecError
 from ablate.track import config_hash
@@ -53,6 +56,13 @@ def test_the_new_default_keeps_the_hash_runs_had_with_the_old_one():
     assert config_hash(recorded) == config_hash(cfg)
     recorded.train.sample.prompt = "Once upon"
     assert config_hash(recorded) != config_hash(cfg)
+
+
+def test_runs_with_the_old_default_prompt_group_with_new_ones_in_compare():
+    new = OmegaConf.to_container(ablate.compose(["model=tiny"]), resolve=True)
+    old = json.loads(json.dumps(new))
+    old["train"]["sample"]["prompt"] = "def "
+    assert identity(Run(Path("old"), {}, old)) == identity(Run(Path("new"), {}, new))
 
 
 @pytest.fixture(scope="module")
