@@ -25,7 +25,7 @@ KEYS = {
     "overrides": "overrides", "attention_pattern": "attention_pattern", "pos_enc_pattern": "pos_enc_pattern",
     "wandb_id": "wandb_id",
     "params/total": "params_total", "params/non_embedding": "params_non_embedding", "params/active": "params_active",
-    "flops_per_token": "flops_per_token", "device": "device",
+    "flops_per_token": "flops_per_token", "device": "device", "slot": "slot",
     "final/val_loss": "final_val_loss", "final/val_ppl": "final_val_ppl", "final/val_acc": "final_val_acc",
     "best/val_loss": "best_val_loss", "final/val_recall_acc": "final_val_recall_acc",
     "final/train_loss": "final_train_loss", "perf/peak_mem_bytes": "peak_mem_bytes",
@@ -70,6 +70,7 @@ class RunSummary:
     params_active: int | None = None
     flops_per_token: int | None = None
     device: str | None = None
+    slot: int | None = None  # the device slot of hydra/launcher=gpus (sweep.slot), else absent
     final_val_loss: float | None = None
     final_val_ppl: float | None = None
     final_val_acc: float | None = None
@@ -90,6 +91,7 @@ class RunSummary:
         """A new run's summary: status running, its identity filled in."""
         return cls(choices=choices(cfg), model=str(cfg.model.name), data=str(cfg.data.name), seed=int(cfg.seed),
                    config_hash=digest, run_dir=str(run_dir), overrides=run_name(overrides), study=study_info(cfg),
+                   slot=cfg.sweep.get("slot") if cfg.get("sweep") else None,
                    **{key: [str(entry) for entry in cfg.model.get(key)] for key in PATTERN_KEYS if cfg.model.get(key)})
 
     @property
