@@ -83,9 +83,10 @@ def check_patterns(spec: ModelSpec, classes: dict[str, type]) -> list[str]:
     for key in PATTERN_FAMILIES:
         pattern = getattr(spec, key)
         if len(pattern) > spec.n_layers:
-            unused = ", ".join(str(i + 1) for i in range(spec.n_layers, len(pattern)))
-            problems.append(f"model.{key} has {len(pattern)} entries but model.n_layers={spec.n_layers}: entry "
-                            f"{unused} would never be used; shorten the pattern or add layers")
+            unused = [str(i + 1) for i in range(spec.n_layers, len(pattern))]
+            problems.append(f"model.{key} has {len(pattern)} entries but model.n_layers={spec.n_layers}: "
+                            f"{'entry' if len(unused) == 1 else 'entries'} {', '.join(unused)} would never be used; "
+                            f"shorten the pattern or add layers")
     if spec.pos_enc_pattern:
         inputs = [c.name for c in spec.pos_enc_pattern if c.cls.acts_on == "input"]
         if inputs:

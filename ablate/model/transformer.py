@@ -144,7 +144,9 @@ def count_parameters(model: nn.Module) -> dict[str, int]:
 def flops_per_token(model: TransformerLM) -> int:
     """Training FLOPs per token at full context: 3 × forward (backward costs twice the forward), where forward =
     2·N for the matmuls of the active non-embedding parameters and the head, plus each layer's score and value
-    products (`context_flops`: dense 4·T·d, fewer for sparse and linear variants) (PaLM, appendix B)."""
+    products (`context_flops`: dense 4·T·d, fewer for sparse and linear variants) (PaLM, appendix B). Under a
+    `model.attention_pattern` each layer counts its own attention. Element-wise work (norms, DyT, the logit
+    soft-cap, the z-loss) is not counted."""
     spec = model.spec
     counts = count_parameters(model)
     active_non_embedding = counts["non_embedding"] - (counts["total"] - counts["active"])

@@ -97,8 +97,6 @@ def test_a_tiny_modern_study_runs_and_compares(tmp_path):
     manifest = json.loads((tmp_path / "manifest.json").read_text())
     assert manifest["studies"][0]["variants"] == {"p5": [], "softcap": ["model.logit_softcap=30"],
                                                   "dyt": ["norm=dyt"]}
-    report = subprocess.run([sys.executable, "-m", "ablate.compare", str(tmp_path), "--out", str(tmp_path / "cmp"),
-                             "--no-html", "--no-png"],
-                            capture_output=True, text=True, env=ENV, timeout=600)
-    assert report.returncode == 0, report.stderr[-3000:]
-    assert "modern" in report.stdout and "softcap" in report.stdout and "dyt" in report.stdout
+    section, = group_runs(load_runs([str(tmp_path)]))
+    assert section.title == "modern" and section.baseline == "p5" and sorted(section.variants) == ["dyt", "p5",
+                                                                                                   "softcap"]
