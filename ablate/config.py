@@ -21,6 +21,7 @@ from ablate.patterns import PATTERN_FAMILIES, check_patterns, pattern_choices
 from ablate.spec import (
     COMPONENT_FAMILIES,
     FAMILIES,
+    KEEP_CHECKPOINTS,
     TARGET_KEY,
     Choice,
     ModelConfig,
@@ -223,6 +224,9 @@ def _check_train(t: TrainSpec) -> list[str]:
         value = getattr(t, name)
         if value is not None and value <= 0:
             problems.append(f"train.{name}={value} must be > 0 (or null)")
+    if t.keep_checkpoints not in KEEP_CHECKPOINTS:
+        problems.append(f"train.keep_checkpoints={t.keep_checkpoints} must be one of {', '.join(KEEP_CHECKPOINTS)} "
+                        f"(what a completed run keeps: checkpoints and final weights, final weights only, nothing)")
     if "cpu" not in t.steps_by_device:
         problems.append("train.steps_by_device needs a `cpu` entry (the fallback budget)")
     if not 0.0 <= t.min_lr_ratio <= 1.0:

@@ -18,7 +18,8 @@ COMPONENT_FAMILIES = ("pos_enc", "attention", "ffn", "norm", "placement")
 # Config keys that say where or how a run is recorded, not what it computes. Derived from this one list: the
 # config hash (so a rerun with other logging continues the same run), run and job-dir names, and the keys the
 # comparison report ignores. `debug` is the fault injection of runs recorded before it moved into the tests.
-RECORDING_ONLY = ("out_dir", "logger", "device", "resume", "study", "sweep", "debug", "hydra", "data.cache_dir")
+RECORDING_ONLY = ("out_dir", "logger", "device", "resume", "study", "sweep", "debug", "hydra", "data.cache_dir",
+                  "train.keep_checkpoints")
 # Keys that make a run a repeat of the same variant, not another variant (data.order: how the seed and data.seed
 # pick the order of training batches, ablate.data.batches.order_seed).
 REPEAT_KEYS = ("seed", "data.seed", "data.order")
@@ -38,6 +39,10 @@ ADDED_DEFAULTS: dict[str, Any] = {
 # the config hash and compare's run identity read the new default as the value runs had before, so those runs keep
 # their hash (a rerun still skips them) and their group. key -> (new default, the default before).
 CHANGED_DEFAULTS: dict[str, tuple[Any, Any]] = {"train.sample.prompt": (None, "def ")}
+
+# train.keep_checkpoints: what a completed run keeps. all: checkpoints/last.pt (weights, optimizer, RNG, batch
+# position) and model.safetensors; final: model.safetensors only; none: neither.
+KEEP_CHECKPOINTS = ("all", "final", "none")
 
 
 def at_added_default(key: str, value: Any) -> bool:
@@ -176,6 +181,7 @@ class TrainSpec:
     compile: bool
     checkpoint_every: int | None
     sample: SampleSpec
+    keep_checkpoints: str = "all"  # KEEP_CHECKPOINTS; the default for configs recorded before the key existed
 
     def total_steps(self, device: str, block_size: int) -> int:
         """The step budget: an explicit token budget wins, then explicit steps, then the per-device default."""

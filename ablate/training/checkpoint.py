@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import pickle
 import re
+import shutil
 import warnings
 from pathlib import Path
 from typing import Any, Callable
@@ -76,3 +77,13 @@ class Checkpointer:
 
     def final(self, state) -> None:
         state.save(self.path, **self.extra())
+
+
+def keep_after_completion(checkpoints: Path, final_weights: Path, keep: str) -> None:
+    """Remove what `keep` (train.keep_checkpoints, ablate.spec.KEEP_CHECKPOINTS) does not keep of a completed run:
+    its summary already says completed, so nothing will resume from these files. While a run goes on its
+    checkpoints are always there, so an interrupted run resumes whatever the setting."""
+    if keep in ("final", "none"):
+        shutil.rmtree(checkpoints, ignore_errors=True)
+    if keep == "none":
+        final_weights.unlink(missing_ok=True)

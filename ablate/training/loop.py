@@ -24,8 +24,8 @@ from ablate.model import TransformerLM, count_parameters, flops_per_token
 from ablate.spec import ModelSpec, TrainSpec
 from ablate.sweep.manifest import FILENAME as MANIFEST
 from ablate.track import RunFiles, config_hash
-from ablate.training.checkpoint import Checkpointer, read_checkpoint
-from ablate.weights import save_final_weights
+from ablate.training.checkpoint import Checkpointer, keep_after_completion, read_checkpoint
+from ablate.weights import FINAL_WEIGHTS, save_final_weights
 from ablate.training.device import peak_flops, pick_device
 from ablate.training.evaluate import Evaluator
 from ablate.training.optim import lr_at, make_optimizer, set_lr
@@ -35,7 +35,7 @@ from ablate.training.sample import generate, sample_file, sample_prompt
 from ablate.training.sink import MetricsSink
 from ablate.training.state import TrainState
 from ablate.training.step import LossMeter, Throughput, backward, compute_losses, finite
-from ablate.training.summary import FINISHED, RUNNING, RunSummary
+from ablate.training.summary import COMPLETED, FINISHED, RUNNING, RunSummary
 
 log = logging.getLogger(__name__)
 
@@ -194,6 +194,8 @@ def _run(cfg: DictConfig, mspec: ModelSpec, tspec: TrainSpec, data, files: RunFi
             sink.text("sample", sample_file(prompt, source, data.tokenizer.decode(ids)))
         summary.complete()
     files.write_summary(summary.to_dict())
+    if summary.status == COMPLETED:
+        keep_after_completion(files.checkpoints, files.dir / FINAL_WEIGHTS, tspec.keep_checkpoints)
 
 
 class Trainer:
