@@ -41,10 +41,11 @@ def causal_attention(
 
 
 class QKNorm(nn.Module):
-    """QK-norm (Wortsman et al., 2023, arXiv 2309.14322, section 3.1.1) in its per-head RMSNorm form (Qwen3, Gemma 3):
-    every query head and every key head is RMS-normalized over its own channels, then scaled by a learnable gain of
-    head_dim — one gain for queries and one for keys, shared by all heads (2·head_dim parameters). Applied before
-    RoPE, so the rotation acts on unit-RMS vectors; the score scale stays 1/sqrt(head_dim)."""
+    """QK-norm (Wortsman et al., 2023, arXiv 2309.14322; after Dehghani et al., 2023) in the per-head RMSNorm form of
+    Qwen3 and Gemma 3 (OLMo 2 instead normalizes all heads' channels at once): every query head and every key head is
+    RMS-normalized over its own channels, then scaled by a learnable gain of head_dim — one gain for queries and one
+    for keys, shared by all heads (2·head_dim parameters). Applied before RoPE, so the rotation acts on unit-RMS
+    vectors; the score scale stays 1/sqrt(head_dim)."""
 
     def __init__(self, head_dim: int):
         super().__init__()
@@ -59,10 +60,11 @@ class HeadKnobs:
     """The `qk_norm` and `gate` knobs, for any softmax attention (mixed in before `Attention`):
 
     - qk_norm: `QKNorm` on the query and key heads before positions are applied (+2·qk_head_dim parameters).
-    - gate: gated attention (Qiu et al., 2025, arXiv 2505.06708), their best variant G1: the attention output of each
-      head, before the output projection, is multiplied elementwise by sigmoid(x W_g), x the layer's input,
+    - gate: gated attention (Qiu et al., 2025, arXiv 2505.06708), their best variant G1: the attention (SDPA) output of
+      each head, before the output projection, is multiplied elementwise by sigmoid(x W_g), x the layer's input,
       W_g: d_model -> n_heads·v_head_dim (head-specific, elementwise; +d_model·n_heads·v_head_dim parameters, plus a
-      bias with model.bias; FLOPs counted with the parameters).
+      bias with model.bias; FLOPs counted with the parameters). W_g is initialized like every linear layer,
+      N(0, init_std), so the gate starts near ½.
 
     Off, neither builds a module, so parameters, init RNG draws and outputs are those of the option without them."""
 

@@ -15,9 +15,10 @@ N(0, 0.1²) at init) and the RMSNorm gain (2·head_dim, shared by the heads) com
     parameters per layer = 4·d_model² + 6·head_dim   (+ MHA's biases with model.bias)
 
 FLOPs are declared as the paper's computation: two score maps of d channels per head and one value product with the
-difference map, 4·T·d_model per token as in MHA (this implementation runs both maps through one SDPA call and
-subtracts the two value products, which spends 2·T·d_model more). The decoding cache holds K and V, 2·d_model per
-token, as MHA's. Attention dropout drops each map's weights independently (the paper's code drops the difference).
+difference map, 4·T·d_model per token as in MHA. This implementation spends 4·T·d_model more: both maps go through
+one fused SDPA call (so no T×T matrix is kept) with q and k zero-padded to v's 2·head_dim, and the two value products
+are subtracted after it. The decoding cache holds K and V, 2·d_model per token, as MHA's. Attention dropout drops
+each map's weights independently (the paper's code drops the difference).
 
 Positions: RoPE rotates each d-channel half (Q1, Q2, K1, K2), as the paper does; input encodings act before the layer.
 Score biases (ALiBi, T5) are refused: they are defined per softmax head, and a differential head has two maps that the
@@ -30,6 +31,7 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ablate.components import Attention, ForwardContext, ModelSpec, PositionalEncoding
@@ -90,7 +92,10 @@ class DifferentialAttention(HeadKnobs, Attention):
         v = self.mix_values(v.view(b, t, h, 2 * d).transpose(1, 2), context)  # (B, h, T, 2d)
         q, k = self.normalize_qk(q, k)
         q, k = pos.rotate(q), pos.rotate(k)
-        # both maps of a head read the head's V: one SDPA call over 2h maps, then (A1 − λ A2) V = A1 V − λ A2 V
+        # both maps of a head read the head's V: one SDPA call over 2h maps, then (A1 − λ A2) V = A1 V − λ A2 V.
+        # SDPA's fused kernels want one head dim for q, k and v (else it forms the T×T scores): zeros appended to
+        # q and k change no dot product, and the scale stays 1/sqrt(d)
+        q, k = F.pad(q, (0, d)), F.pad(k, (0, d))
         y = causal_attention(q, k, v.repeat_interleave(2, dim=1), None, self.attn_dropout, scale=d**-0.5)
         y = y.view(b, h, 2, t, 2 * d)
         y = y[:, :, 0] - self.difference_weight() * y[:, :, 1]  # (B, h, T, 2d)

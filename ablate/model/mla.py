@@ -15,7 +15,8 @@ Scores are scaled by 1/sqrt(qk_nope_head_dim + qk_rope_head_dim).
 
 Knobs shared with the other softmax attentions (`HeadKnobs`): qk_norm normalizes each head's whole query and key
 [nope ; rope] before RoPE (so the shared rope key takes each head's own scale; a decoding cache still holds c_KV and
-the unnormalized k_R, since the norm is recomputed per head), gate multiplies each head's value output.
+the unnormalized k_R, but W_UK can no longer be absorbed into the query, the key norm not being linear), gate
+multiplies each head's value output.
 """
 
 from __future__ import annotations

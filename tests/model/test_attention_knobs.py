@@ -216,3 +216,17 @@ def test_knobs_off_is_the_code_before_them_bit_for_bit(case):
         logits = model.double().eval()(ids)
     torch.testing.assert_close(logits[0, [0, 31, 63], :3], torch.tensor(BEFORE[case]["logits"], dtype=DTYPE),
                                atol=1e-12, rtol=0)
+
+
+def test_knobs_off_keep_the_config_hash_of_runs_recorded_before_them():
+    from omegaconf import open_dict
+
+    from ablate.track.files import config_hash
+
+    cfg = ablate.compose(["model=tiny"])
+    before = cfg.copy()
+    with open_dict(before):  # a config as recorded before the knobs existed
+        del before.attention.qk_norm, before.attention.gate, before.model.value_residual
+    assert config_hash(cfg) == config_hash(before)
+    for knob in ("attention.qk_norm=true", "attention.gate=true", "model.value_residual=true"):
+        assert config_hash(ablate.compose(["model=tiny", knob])) != config_hash(cfg)

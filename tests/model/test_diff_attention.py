@@ -17,6 +17,7 @@ from ablate.model import count_parameters, flops_per_token
 from ablate.spec import SpecError
 
 from .helpers import DTYPE, TOL, assert_causal, build_layer, make_spec, reference_rope
+from .test_sparse_attention import saved_numels
 
 
 def paper_lambda_init(depth: int) -> float:
@@ -131,3 +132,12 @@ def test_refuses_what_it_cannot_take_in_one_line(overrides, message):
     with pytest.raises(SpecError) as error:
         validate(ablate.compose(["model=tiny", "attention=diff", *overrides]))
     assert len(error.value.problems) == 1 and message in error.value.problems[0], error.value.problems
+
+
+def test_training_keeps_no_t_by_t_tensor():
+    """Both maps go through SDPA's fused kernel (q and k padded to v's head dim), never a materialized T×T."""
+    spec = make_spec("diff", "rope", d_model=16, n_heads=2, block_size=1024)
+    layer, pos = build_layer(spec)
+    layer.train()
+    x = torch.randn(1, 1024, 16, dtype=DTYPE, requires_grad=True)
+    assert max(saved_numels(layer, pos, x)) < 1024 * 1024 / 4
