@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 from omegaconf import DictConfig
 
-from ablate.data.batches import SAMPLERS, fixed_eval_batches
+from ablate.data.batches import ORDERS, SAMPLERS, fixed_eval_batches
 from ablate.data.build import tokenize_corpus
 from ablate.data.cache import SPLITS, TokenCache
 from ablate.data.corpus import DataError, StdlibCorpus
@@ -32,7 +32,7 @@ SOURCES = {"stdlib": StdlibCorpus, "text": TextCorpus, "hf": HubCorpus, "tinysto
 MQAR_KNOBS = ("num_kv_pairs", "seq_len", "vocab_size", "power_a", "random_non_queries", "num_train_examples",
               "num_val_examples")
 # Knobs every data option has; the rest are the source's own (its constructor's arguments).
-COMMON_KNOBS = ("name", "val_fraction", "cache_dir", "seed", "sampling")
+COMMON_KNOBS = ("name", "val_fraction", "cache_dir", "seed", "sampling", "order")
 
 __all__ = ["DataError", "TokenData", "RecallData", "check_data_config", "load_tokens", "vocab_size_of_config"]
 
@@ -72,7 +72,7 @@ def check_data_config(data: DictConfig, tokenizer: DictConfig, block_size: int) 
     if data.name not in known:
         return [f"data={data.name} is not a known source; choose one of {', '.join(known)}"]
     if data.name == "mqar":
-        allowed, common = MQAR_KNOBS, ("sampling", "seed")
+        allowed, common = MQAR_KNOBS, ("sampling", "seed", "order")
     else:
         allowed = [p for p in inspect.signature(SOURCES[data.name].__init__).parameters if p != "self"]
         common = COMMON_KNOBS[1:]
@@ -82,6 +82,9 @@ def check_data_config(data: DictConfig, tokenizer: DictConfig, block_size: int) 
                             f"{', '.join([*common, *allowed])}")
     if data.get("sampling", "random") not in SAMPLERS:
         problems.append(f"data.sampling={data.sampling} is not known; choose one of {', '.join(SAMPLERS)}")
+    if data.get("order", "seed") not in ORDERS:
+        problems.append(f"data.order={data.order} is not known; choose one of {', '.join(ORDERS)} (seed: the "
+                        "run's seed picks the batch order; fixed: data.seed alone)")
     if data.name == "mqar":
         return problems + ([] if problems else check_mqar_config(data, block_size))
 

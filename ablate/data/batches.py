@@ -1,5 +1,10 @@
 """Batches of (input, target) windows drawn from a token split, deterministic from a seed.
 
+`data.order=seed` (default): the run's `seed` and `data.seed` together pick the order (`order_seed`), so seed k of
+every variant sees the same batches — a paired design, which compare tests with the paired t-test — and the seeds
+of one variant differ in data order as well as initialisation. `fixed`: data.seed alone, one order for every seed
+(how runs were recorded before data.order existed).
+
 `data.sampling=random` (default): every batch is `batch_size` uniformly drawn windows. `sequential`: consecutive
 non-overlapping windows in order, pass after pass over the split. Both keep their position in `state()`, which
 goes into checkpoints, so a resumed run sees the batches an uninterrupted one would have.
@@ -18,8 +23,18 @@ def windows(tokens: np.ndarray, starts: np.ndarray, block_size: int) -> tuple[to
     return data[:, :-1], data[:, 1:]
 
 
+ORDERS = ("seed", "fixed")
+
+
+def order_seed(data_seed: int, run_seed: int, order: str) -> int | list[int]:
+    """What seeds the order of training batches (see the module docstring)."""
+    if order == "fixed":
+        return int(data_seed)  # exactly the stream runs used before data.order existed
+    return [int(data_seed), int(run_seed)]  # numpy's SeedSequence mixes both: each pair its own stream
+
+
 class RandomWindows:
-    def __init__(self, tokens: np.ndarray, batch_size: int, block_size: int, seed: int):
+    def __init__(self, tokens: np.ndarray, batch_size: int, block_size: int, seed: int | list[int]):
         self.tokens, self.batch_size, self.block_size = tokens, batch_size, block_size
         self.rng = np.random.default_rng(seed)
 
@@ -38,7 +53,7 @@ class SequentialWindows:
     """Windows at offset, offset + T, offset + 2T, ... Every pass after the first starts at a fresh seeded offset
     in [0, T), so window boundaries fall elsewhere each time through the data."""
 
-    def __init__(self, tokens: np.ndarray, batch_size: int, block_size: int, seed: int):
+    def __init__(self, tokens: np.ndarray, batch_size: int, block_size: int, seed: int | list[int]):
         self.tokens, self.batch_size, self.block_size = tokens, batch_size, block_size
         self.rng = np.random.default_rng(seed)
         self.position, self.passes = 0, 0

@@ -20,6 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from ablate.config import validate
 from ablate.data import load_tokens
+from ablate.data.batches import order_seed
 from ablate.model import TransformerLM, count_parameters, flops_per_token
 from ablate.spec import ModelSpec, TrainSpec
 from ablate.sweep.manifest import FILENAME as MANIFEST
@@ -121,6 +122,7 @@ def _attempt(cfg: DictConfig, overrides: list[str], mspec: ModelSpec, tspec: Tra
         files.write_summary(summary.to_dict())
         torch.manual_seed(int(cfg.seed))
         data = load_tokens(cfg.data, cfg.tokenizer, mspec.block_size)  # data errors come before a W&B run starts
+        data.seed = order_seed(cfg.data.seed, cfg.seed, str(cfg.data.get("order", "seed")))  # paired seeds
         sink = MetricsSink.open(files, cfg, overrides, summary.wandb_id)
         summary.wandb_id = sink.run_id or summary.wandb_id
         _run(cfg, mspec, tspec, data, files, sink, summary, checkpoint, hooks)

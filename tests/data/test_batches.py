@@ -66,3 +66,67 @@ def test_unknown_sampling_is_one_line():
 
     data, tok = data_config(["data.sampling=shuffled"])
     assert check_data_config(data, tok, 64) == ["data.sampling=shuffled is not known; choose one of random, sequential"]
+
+
+def test_the_order_follows_the_run_seed_unless_fixed():
+    from ablate.data.batches import order_seed
+
+    def first(seed_value):
+        return RandomWindows(TOKENS, 4, 16, seed_value).next()[0]
+
+    # seed (default): same run seed, same batches; another run seed, other batches
+    assert torch.equal(first(order_seed(0, 3, "seed")), first(order_seed(0, 3, "seed")))
+    assert not torch.equal(first(order_seed(0, 3, "seed")), first(order_seed(0, 4, "seed")))
+    assert not torch.equal(first(order_seed(0, 3, "seed")), first(order_seed(1, 3, "seed")))  # data.seed still counts
+    # fixed: data.seed alone, exactly the stream of runs recorded before data.order existed
+    assert order_seed(5, 3, "fixed") == order_seed(5, 4, "fixed") == 5
+
+
+def _batch_states(tmp_path, overrides):
+    """The training sampler's state after each of 2 steps of a tiny run (a hook sees the train state)."""
+    import ablate
+    from ablate.training.loop import train
+
+    states = []
+    cfg = ablate.compose(["model=tiny", "train=smoke", "train.max_steps=2", "train.eval_batches=1",
+                          "train.sample.tokens=0", "logger=none", "device=cpu", "data.max_bytes=3000000",
+                          *overrides, f"out_dir={tmp_path / str(len(list(tmp_path.iterdir())))}"])
+    train(cfg, overrides, hooks=[lambda state: states.append(repr(state.batches.state()))])
+    return states
+
+
+def test_seed_k_of_every_variant_sees_the_same_batches(tmp_path):
+    relu, swiglu = (_batch_states(tmp_path, [f"ffn={ffn}", "seed=1"]) for ffn in ("relu", "swiglu"))
+    assert len(relu) == 2 and relu == swiglu
+    assert _batch_states(tmp_path, ["ffn=relu", "seed=2"]) != relu
+    # data.order=fixed: every seed the same order, the one data.seed alone gives
+    fixed = [_batch_states(tmp_path, ["ffn=relu", f"seed={s}", "data.order=fixed"]) for s in (1, 2)]
+    assert fixed[0] == fixed[1] != relu
+
+
+def test_fixed_order_keeps_the_hash_of_runs_recorded_before_data_order(tmp_path):
+    from omegaconf import OmegaConf, open_dict
+
+    import ablate
+    from ablate.track import config_hash
+
+    fixed = ablate.compose(["data.order=fixed"])
+    before = ablate.compose([])
+    with open_dict(before):
+        del before.data["order"]  # a run recorded before the knob existed
+    assert config_hash(fixed) == config_hash(before)
+    assert config_hash(ablate.compose([])) != config_hash(before)  # the new default is another computation
+    assert OmegaConf.select(ablate.compose([]), "data.order") == "seed"
+
+
+def test_an_unknown_order_is_refused_in_one_line():
+    import ablate
+    from ablate.config import validate
+    from ablate.spec import SpecError
+
+    try:
+        validate(ablate.compose(["data.order=shuffled"]))
+    except SpecError as e:
+        assert any(line.startswith("data.order=shuffled is not known") for line in e.problems)
+    else:
+        raise AssertionError("data.order=shuffled was accepted")
