@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from ablate.compare import stats
+from ablate.compare.compute import EffectiveCompute, effective_compute
 from ablate.compare.flags import run_flags
 from ablate.compare.group import FAMILIES, Section, display
 from ablate.compare.load import Run
@@ -33,6 +34,7 @@ class VariantRow:
     final_spread: stats.Spread | None = None
     best_spread: stats.Spread | None = None
     comparison: stats.Comparison | None = None
+    compute: EffectiveCompute | None = None  # baseline compute its final loss is worth (ablate.compare.compute)
     verdict: str = stats.NO_RESULT
     params_total: float | None = None
     params_non_embedding: float | None = None
@@ -109,12 +111,32 @@ def section_rows(section: Section) -> list[VariantRow]:
         elif row.label in comparisons:
             row.comparison = comparisons[row.label]
             row.verdict = row.comparison.verdict
+            row.compute = effective_compute([r for r in row.runs if counted(r)],
+                                            [r for r in base.runs if counted(r)])
         else:
             row.verdict = "no baseline result"
+    headline = compute_headline(rows)
+    if headline:
+        section.notes.insert(0, headline)
     if section.phases:
         _add_phase_columns(section, rows)
         return rows  # already in phase order
     return sorted(rows, key=lambda r: (r.final_spread is None, r.final_spread.mean if r.final_spread else 0.0))
+
+
+def compute_headline(rows: list[VariantRow]) -> str:
+    """One line: what each variant's final loss is worth in baseline compute."""
+    parts = []
+    for row in rows:
+        c = row.compute
+        if c is None:
+            continue
+        interval = f" ({c.low:.2f}–{c.high:.2f})" if c.low is not None else ""
+        others = [f"{value:.2f}× {name}" for name, value in (("FLOPs", c.flops), ("training time", c.time))
+                  if value is not None]
+        parts.append(f"{row.label} ≈ {c.tokens:.2f}× baseline tokens{interval}"
+                     + (", extrapolated" if c.extrapolated else "") + "".join(f", {o}" for o in others))
+    return "effective compute: " + "; ".join(parts) if parts else ""
 
 
 def _why_no_result(row: VariantRow) -> str:

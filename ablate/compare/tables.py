@@ -12,11 +12,11 @@ from ablate.compare.group import Section
 from ablate.compare.rows import VariantRow, status_text
 
 COLUMNS = ["variant", "final val loss", "best val loss", "Δ vs baseline", "% vs baseline", "test", "p", "p (Holm)",
-           "verdict", "seeds for 80% power", "params (total / non-emb.)", "tokens/s", "train time", "peak memory",
+           "verdict", "seeds for 80% power", "compute ×", "params (total / non-emb.)", "tokens/s", "train time", "peak memory",
            "runs", "flags"]
 PHASE_COLUMNS = ["phase", "components", "change", "final val loss", "% vs phase 0 (cumulative)",
                  "% vs previous phase", "test", "p vs phase 0", "p (Holm)", "verdict vs phase 0",
-                 "seeds for 80% power", "params (total / non-emb.)", "tokens/s", "train time", "peak memory", "runs",
+                 "seeds for 80% power", "compute ×", "params (total / non-emb.)", "tokens/s", "train time", "peak memory", "runs",
                  "flags"]
 
 DEFINITIONS = """\
@@ -88,6 +88,14 @@ def power_text(comparison: stats.Comparison | None) -> str:
     return f"{seeds:.0f}" + ("†" if short_of_margin else "")
 
 
+def compute_text(row: VariantRow) -> str:
+    c = row.compute
+    if c is None:
+        return "–"
+    text = f"{c.tokens:.2f}×" + (f" ({c.low:.2f}–{c.high:.2f})" if c.low is not None else "")
+    return text + (" ext." if c.extrapolated else "")
+
+
 def si(value: float | None) -> str:
     if value is None:
         return "–"
@@ -130,12 +138,12 @@ def cells(row: VariantRow, phases: bool = False) -> list[str]:
         return [label, row.components, row.change or "–", spread_text(row.final_spread),
                 number(comparison.pct if comparison else None, 2, signed=True) + ("%" if comparison else ""),
                 number(row.pct_vs_previous, 2, signed=True) + ("%" if row.pct_vs_previous is not None else ""),
-                test, p_raw, p_holm, row.verdict, power_text(comparison), params, tokens,
+                test, p_raw, p_holm, row.verdict, power_text(comparison), compute_text(row), params, tokens,
                 duration(row.time_s), memory(row.peak_mem_bytes), status_text(row.statuses), flags]
     return [label, spread_text(row.final_spread), spread_text(row.best_spread),
             number(comparison.delta if comparison else None, 4, signed=True),
             number(comparison.pct if comparison else None, 2, signed=True) + ("%" if comparison else ""),
-            test, p_raw, p_holm, row.verdict, power_text(comparison), params, tokens,
+            test, p_raw, p_holm, row.verdict, power_text(comparison), compute_text(row), params, tokens,
             duration(row.time_s), memory(row.peak_mem_bytes), status_text(row.statuses), flags]
 
 
@@ -176,7 +184,8 @@ CSV_FIELDS = ["section", "study", "varies", "variant", "is_baseline", "phase", "
               "verdict", "pct_vs_previous_phase", "params_total", "params_non_embedding", "tokens_per_s",
               "train_time_s", "peak_mem_bytes", "seeds", "flags", "run_dirs",
               # added with paired seeds, Holm and power (older columns keep their names and meaning)
-              "p_test", "p_value", "p_adjusted", "seeds_for_80pct_power"]
+              "p_test", "p_value", "p_adjusted", "seeds_for_80pct_power", "compute_x", "compute_x_low",
+              "compute_x_high", "compute_x_extrapolated", "compute_x_flops", "compute_x_time"]
 
 
 def csv_text(sections: list[Section], tables: list[list[VariantRow]]) -> str:
@@ -209,6 +218,7 @@ def csv_text(sections: list[Section], tables: list[list[VariantRow]]) -> str:
                 "p_value": _raw(comparison and comparison.p_value),
                 "p_adjusted": _raw(comparison and comparison.p_adjusted),
                 "seeds_for_80pct_power": _power_raw(comparison),
+                **_compute_raw(row),
             })
     return out.getvalue()
 
@@ -217,6 +227,16 @@ def _power_raw(comparison: stats.Comparison | None) -> str:
     if comparison is None or comparison.verdict != stats.NOISE or comparison.seeds_for_power is None:
         return ""
     return "inf" if math.isinf(comparison.seeds_for_power) else f"{comparison.seeds_for_power:.0f}"
+
+
+def _compute_raw(row: VariantRow) -> dict[str, str]:
+    c = row.compute
+    if c is None:
+        return {k: "" for k in ("compute_x", "compute_x_low", "compute_x_high", "compute_x_extrapolated",
+                                "compute_x_flops", "compute_x_time")}
+    return {"compute_x": _raw(c.tokens), "compute_x_low": _raw(c.low), "compute_x_high": _raw(c.high),
+            "compute_x_extrapolated": str(int(c.extrapolated)), "compute_x_flops": _raw(c.flops),
+            "compute_x_time": _raw(c.time)}
 
 
 def _raw(value: float | None) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 import json
 
 import pytest
@@ -52,7 +53,10 @@ def test_markdown_has_every_column_and_the_verdicts(attention):
     assert "| **mha (baseline)** | 4.0100 ± 0.0100 (n=3) |" in text
     gqa_line = next(line for line in text.splitlines() if line.startswith("| gqa "))
     # seed k of every variant is a pair (same seed, same data order): the paired test, Holm over gqa and mqa
-    assert "| -0.2100 | -5.24% | paired t | <0.001 | 0.002 | better |  | 107k / 86.3k |" in gqa_line
+    assert "| -0.2100 | -5.24% | paired t | <0.001 | 0.002 | better |  | " in gqa_line
+    # gqa ends below anything the mha curve reached: its compute multiplier is extrapolated, with an interval
+    assert re.search(r"\| \d+\.\d\d× \(\d+\.\d\d–\d+\.\d\d\) ext\. \| 107k / 86.3k \|", gqa_line)
+    assert "effective compute: gqa ≈ " in text
     assert "AND p (Holm) < 0.05" in text and "scipy.stats.ttest_rel" in text
     assert "3 completed, 1 diverged" in text
     assert "pooled std" in text  # σ is defined where the verdict is used
@@ -82,6 +86,10 @@ def test_csv_holds_raw_numbers(attention):
     mqa = rows[2]
     assert float(mqa["p_adjusted"]) == pytest.approx(max(paired["mqa"], min(1, 2 * paired["gqa"])))
     assert mqa["verdict"] == "within noise" and mqa["seeds_for_80pct_power"] != ""
+    assert float(gqa["compute_x_low"]) <= float(gqa["compute_x"]) <= float(gqa["compute_x_high"])
+    assert gqa["compute_x_extrapolated"] == "1" and float(gqa["compute_x_flops"]) == pytest.approx(
+        float(gqa["compute_x"]))  # same FLOPs per token on both sides
+    assert rows[1]["compute_x"] == rows[1]["compute_x_low"] == ""  # the baseline has none
     assert rows[1]["is_baseline"] == "1" and rows[1]["delta_vs_baseline"] == ""
     assert (rows[2]["completed"], rows[2]["diverged"], rows[2]["n"]) == ("3", "1", "3")
     assert gqa["params_total"] == "106816" and gqa["seeds"] == "0 1 2"
