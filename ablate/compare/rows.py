@@ -40,6 +40,9 @@ class VariantRow:
     params_non_embedding: float | None = None
     tokens_per_s: float | None = None  # mean over counted seeds
     time_s: float | None = None  # mean training time (excludes eval) over counted seeds
+    tokens_per_s_std: float | None = None  # sample std over the same seeds (None with one)
+    time_s_std: float | None = None
+    lr: str = ""  # train.lr of its runs (several values joined with "/": a variant mixing them)
     peak_mem_bytes: float | None = None  # max over seeds
     statuses: Counter = field(default_factory=Counter)
     flags: list[tuple[str, str]] = field(default_factory=list)  # (run dir name, message)
@@ -68,8 +71,10 @@ def variant_row(label: str, runs: list[Run]) -> VariantRow:
     row.params_total = _first(runs, "params/total")
     row.params_non_embedding = _first(runs, "params/non_embedding")
     measured = done or runs  # a variant that never completed still shows what its runs cost
-    row.tokens_per_s = _mean(measured, "perf/tokens_per_s")
-    row.time_s = _mean(measured, "time_s")
+    row.tokens_per_s, row.tokens_per_s_std = _mean(measured, "perf/tokens_per_s"), _std(measured, "perf/tokens_per_s")
+    row.time_s, row.time_s_std = _mean(measured, "time_s"), _std(measured, "time_s")
+    row.lr = "/".join(dict.fromkeys(str(lr) for r in runs if (lr := (r.config.get("train") or {}).get("lr"))
+                                    is not None))
     peaks = [p for r in runs if (p := r.number("perf/peak_mem_bytes")) is not None]
     row.peak_mem_bytes = max(peaks) if peaks else None
     row.statuses = Counter(r.status for r in runs)
@@ -92,6 +97,11 @@ def _first(runs: list[Run], key: str) -> float | None:
 def _mean(runs: list[Run], key: str) -> float | None:
     values = [v for r in runs if (v := r.number(key)) is not None]
     return float(np.mean(values)) if values else None
+
+
+def _std(runs: list[Run], key: str) -> float | None:
+    values = [v for r in runs if (v := r.number(key)) is not None]
+    return float(np.std(values, ddof=1)) if len(values) > 1 else None
 
 
 def section_rows(section: Section) -> list[VariantRow]:

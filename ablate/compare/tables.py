@@ -11,9 +11,9 @@ from ablate.compare import stats
 from ablate.compare.group import Section
 from ablate.compare.rows import VariantRow, status_text
 
-COLUMNS = ["variant", "final val loss", "best val loss", "Δ vs baseline", "% vs baseline", "test", "p", "p (Holm)",
-           "verdict", "seeds for 80% power", "compute ×", "params (total / non-emb.)", "tokens/s", "train time", "peak memory",
-           "runs", "flags"]
+COLUMNS = ["variant", "lr", "final val loss", "best val loss", "Δ vs baseline", "% vs baseline", "test", "p", "p (Holm)",
+           "verdict", "seeds for 80% power", "compute ×", "params (total / non-emb.)", "tokens/s (machine)", "train time (machine)",
+           "peak memory", "runs", "flags"]
 PHASE_COLUMNS = ["phase", "components", "change", "final val loss", "% vs phase 0 (cumulative)",
                  "% vs previous phase", "test", "p vs phase 0", "p (Holm)", "verdict vs phase 0",
                  "seeds for 80% power", "compute ×", "params (total / non-emb.)", "tokens/s", "train time", "peak memory", "runs",
@@ -21,25 +21,36 @@ PHASE_COLUMNS = ["phase", "components", "change", "final val loss", "% vs phase 
 
 DEFINITIONS = """\
 - Statistics use completed runs only (n = their seeds); diverged, failed and running runs are counted in `runs`.
-- `final val loss`: mean ± sample std (ddof=1) of the last evaluation's val loss (nats/token) over seeds; `best`: of \
-the lowest val loss each run reached.
+- `variant`: the runs that differ only in seed (and data order); its colour is fixed by its name.
+- `final val loss`: mean ± sample std (ddof=1) of the last evaluation's val loss (nats/token) over seeds; \
+`best val loss`: the same of the lowest val loss each run reached.
 - `Δ` = mean(variant) − mean(baseline); `%` = 100 · Δ / mean(baseline): negative means lower loss (4.8434 → 4.4283 \
 is −8.57%, the original study's "8.57% reduction").
 - `test`: `paired t` when every completed run of each side has a partner on the other with the same seed and the \
 same data order (seed k of both saw the same batches): p = two-sided paired t-test on the per-seed differences \
-(scipy.stats.ttest_rel); otherwise `Welch`: p = two-sided Welch t-test (scipy.stats.ttest_ind, equal_var=False).
+(scipy.stats.ttest_rel); otherwise `Welch`: two-sided Welch t-test (scipy.stats.ttest_ind, equal_var=False). \
+`p`: that test's raw p-value.
 - `p (Holm)`: p adjusted by Holm's step-down method over the study's m comparisons against its baseline: with raw \
 p sorted p(1) ≤ … ≤ p(m), p̃(i) = max over j ≤ i of min(1, (m − j + 1) · p(j)).
 - σ = pooled std of the two groups' final val losses, sqrt(((n_v−1)s_v² + (n_b−1)s_b²)/(n_v+n_b−2)).
-- verdict (the one rule, also the ladder's): `single seed — not conclusive` if either side has < 2 seeds; \
+- `verdict` (the one rule, also the ladder's): `single seed — not conclusive` if either side has < 2 seeds; \
 `within noise` unless |Δ| ≥ 2σ AND p (Holm) < 0.05; else `better` / `worse`.
 - `seeds for 80% power` (within-noise rows): the fewest seeds per side at which the row's test, two-sided at \
 α = 0.05, detects the observed |Δ| with probability 0.8, from the noncentral t: effect |Δ|/σ, df 2n−2, \
 noncentrality effect·√(n/2) (paired: effect |Δ|/s_d with s_d the std of the per-seed differences, df n−1, \
 noncentrality effect·√n). † marks |Δ| < 2σ: the σ margin of the rule does not shrink with seeds, so no number of \
 seeds makes that row beyond noise; `> 10,000` (summary.csv: inf): more than that, or Δ = 0.
-- `tokens/s`, `train time` (machine-dependent: they vary with the hardware and its load, not with the \
-architecture alone): mean ± sample std over seeds; `train time` is training seconds (evaluation excluded). \
+- `compute ×` (effective compute): the baseline tokens needed to reach the variant's mean final val loss, over the \
+variant's own tokens: T_b / T_v, with T_b read off the baseline's mean val curve by tokens (linear between evals; \
+`ext.`: below anything the baseline reached, from a power law L = A·T^(−α) fitted in log–log to the later half of \
+its curve). > 1: the variant is worth more baseline compute than it used. In brackets: 95% percentile bootstrap \
+over seeds (2,000 resamples of both sides' seeds). The headline and summary.csv give it by FLOPs too \
+(T_b·F_b / (T_v·F_v), F = FLOPs per token) and by training time (baseline seconds to reach the loss / the \
+variant's).
+- `lr`: the peak learning rate (train.lr) its runs trained at.
+- `params`: parameters in total and without the embedding tables (input embedding and, if untied, the output head).
+- `tokens/s`, `train time` (marked `machine`: they depend on the hardware and its load, not on the architecture \
+alone; identical runs on a busy machine can differ ~2×): mean ± sample std over seeds; `train time` is training seconds (evaluation excluded). \
 `peak memory`: max over seeds, where recorded.
 - `flags` (⚠, completed and running runs): val loss < 0.8 × train loss; train loss < 0.5 × val loss while val \
 stalls (< 1% better over the second half) or rises (> 2% above its best); val accuracy > 0.15 above the Fano bound \
@@ -128,7 +139,9 @@ def cells(row: VariantRow, phases: bool = False) -> list[str]:
     """The row as display strings, in COLUMNS (or PHASE_COLUMNS) order."""
     comparison = row.comparison
     params = f"{si(row.params_total)} / {si(row.params_non_embedding)}"
-    tokens = f"{row.tokens_per_s:,.0f}" if row.tokens_per_s is not None else "–"
+    tokens = (f"{row.tokens_per_s:,.0f}" + (f" ± {row.tokens_per_s_std:,.0f}" if row.tokens_per_s_std is not None
+                                             else "")) if row.tokens_per_s is not None else "–"
+    seconds = duration(row.time_s) + (f" ± {duration(row.time_s_std)}" if row.time_s_std is not None else "")
     flags = f"{len(row.flags)} ⚠" if row.flags else ""
     label = f"{row.label} (baseline)" if row.is_baseline else row.label
     test = comparison.test if comparison and not math.isnan(comparison.p_value) else "–"
@@ -139,12 +152,12 @@ def cells(row: VariantRow, phases: bool = False) -> list[str]:
                 number(comparison.pct if comparison else None, 2, signed=True) + ("%" if comparison else ""),
                 number(row.pct_vs_previous, 2, signed=True) + ("%" if row.pct_vs_previous is not None else ""),
                 test, p_raw, p_holm, row.verdict, power_text(comparison), compute_text(row), params, tokens,
-                duration(row.time_s), memory(row.peak_mem_bytes), status_text(row.statuses), flags]
-    return [label, spread_text(row.final_spread), spread_text(row.best_spread),
+                seconds, memory(row.peak_mem_bytes), status_text(row.statuses), flags]
+    return [label, row.lr or "–", spread_text(row.final_spread), spread_text(row.best_spread),
             number(comparison.delta if comparison else None, 4, signed=True),
             number(comparison.pct if comparison else None, 2, signed=True) + ("%" if comparison else ""),
             test, p_raw, p_holm, row.verdict, power_text(comparison), compute_text(row), params, tokens,
-            duration(row.time_s), memory(row.peak_mem_bytes), status_text(row.statuses), flags]
+            seconds, memory(row.peak_mem_bytes), status_text(row.statuses), flags]
 
 
 def section_heading(section: Section, rows: list[VariantRow]) -> str:
@@ -185,7 +198,8 @@ CSV_FIELDS = ["section", "study", "varies", "variant", "is_baseline", "phase", "
               "train_time_s", "peak_mem_bytes", "seeds", "flags", "run_dirs",
               # added with paired seeds, Holm and power (older columns keep their names and meaning)
               "p_test", "p_value", "p_adjusted", "seeds_for_80pct_power", "compute_x", "compute_x_low",
-              "compute_x_high", "compute_x_extrapolated", "compute_x_flops", "compute_x_time"]
+              "compute_x_high", "compute_x_extrapolated", "compute_x_flops", "compute_x_time", "lr", "tokens_per_s_std",
+              "train_time_s_std"]
 
 
 def csv_text(sections: list[Section], tables: list[list[VariantRow]]) -> str:
@@ -219,6 +233,7 @@ def csv_text(sections: list[Section], tables: list[list[VariantRow]]) -> str:
                 "p_adjusted": _raw(comparison and comparison.p_adjusted),
                 "seeds_for_80pct_power": _power_raw(comparison),
                 **_compute_raw(row),
+                "lr": row.lr, "tokens_per_s_std": _raw(row.tokens_per_s_std), "train_time_s_std": _raw(row.time_s_std),
             })
     return out.getvalue()
 

@@ -47,7 +47,7 @@ def test_summary_files(mixed_report):
         "## attention", "## ffn", "## phases", "## Definitions"]
     assert "no study info in summary.json: the varied factor (ffn) was found" in text
     assert "1 completed, 1 failed" not in text  # failed gelu is its own variant
-    assert "| gelu | – | – |" in text and "1 failed" in text
+    assert "| gelu | 0.003 | – | – |" in text and "1 failed" in text  # its lr, then no result
     rows = list(csv.DictReader((mixed_report.out / "summary.csv").open()))
     assert {r["section"] for r in rows} == {"attention", "ffn", "phases"}
     phases = [r for r in rows if r["section"] == "phases"]

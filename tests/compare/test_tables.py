@@ -7,6 +7,7 @@ import io
 import re
 import json
 
+import numpy as np
 import pytest
 from scipy import stats as stats_scipy
 
@@ -48,15 +49,19 @@ def test_markdown_has_every_column_and_the_verdicts(attention):
     sections, tables = attention
     text = markdown(sections, tables, ["10 runs"])
     assert "## attention" in text
-    assert ("| variant | final val loss | best val loss | Δ vs baseline | % vs baseline | test | p | p (Holm) | "
-            "verdict | seeds for 80% power |") in text
-    assert "| **mha (baseline)** | 4.0100 ± 0.0100 (n=3) |" in text
+    assert ("| variant | lr | final val loss | best val loss | Δ vs baseline | % vs baseline | test | p | p (Holm) | "
+            "verdict | seeds for 80% power | compute × |") in text
+    assert "| **mha (baseline)** | 0.003 | 4.0100 ± 0.0100 (n=3) |" in text
     gqa_line = next(line for line in text.splitlines() if line.startswith("| gqa "))
     # seed k of every variant is a pair (same seed, same data order): the paired test, Holm over gqa and mqa
     assert "| -0.2100 | -5.24% | paired t | <0.001 | 0.002 | better |  | " in gqa_line
     # gqa ends below anything the mha curve reached: its compute multiplier is extrapolated, with an interval
     assert re.search(r"\| \d+\.\d\d× \(\d+\.\d\d–\d+\.\d\d\) ext\. \| 107k / 86.3k \|", gqa_line)
     assert "effective compute: gqa ≈ " in text
+    # speed columns are marked machine-dependent and show their spread over seeds (0.05, 0.06, 0.07 s per step)
+    assert "| tokens/s (machine) | train time (machine) |" in text
+    per_seed = [512 / (0.05 + 0.01 * seed) for seed in range(3)]
+    assert f"| {np.mean(per_seed):,.0f} ± {np.std(per_seed, ddof=1):,.0f} | 6.0 s ± 1.0 s |" in gqa_line
     assert "AND p (Holm) < 0.05" in text and "scipy.stats.ttest_rel" in text
     assert "3 completed, 1 diverged" in text
     assert "pooled std" in text  # σ is defined where the verdict is used
@@ -178,3 +183,11 @@ def test_running_and_failed_runs(tmp_path):
     assert by_label["gqa"].verdict == stats.NO_RESULT and by_label["mqa"].verdict == "all failed"
     assert any("still running" in message for _, message in by_label["gqa"].flags)
     assert rows[0].label == "mha"  # variants without a result sort last
+
+
+def test_the_definitions_explain_every_column():
+    from ablate.compare.tables import COLUMNS, DEFINITIONS
+
+    for column in COLUMNS:
+        head = re.split(r" \(| vs ", column)[0]
+        assert f"`{head}`" in DEFINITIONS, column
