@@ -3,6 +3,7 @@ The PNG (matplotlib) and HTML (plotly) renderers both draw these, so colours and
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -77,11 +78,16 @@ class FinalPoint:
 
 
 def variant_colours(section: Section) -> dict[str, str]:
-    """Fixed per variant for every chart of the section: baseline black, others by name (or phase) order."""
-    others = [label for label in section.variants if label != section.baseline]
-    if not section.phases:
-        others.sort()
-    colours = {label: PALETTE[i % len(PALETTE)] for i, label in enumerate(others)}
+    """Baseline black; every other variant the palette colour its name hashes to, so a variant keeps its colour in
+    every chart and in every report of runs that include it, whatever else is in the section. Two names that hash
+    to one colour: the later in name order takes the next free one."""
+    colours, taken = {}, set()
+    for label in sorted(label for label in section.variants if label != section.baseline):
+        index = int(hashlib.sha256(label.encode()).hexdigest(), 16) % len(PALETTE)
+        while PALETTE[index] in taken and len(taken) < len(PALETTE):
+            index = (index + 1) % len(PALETTE)
+        colours[label] = PALETTE[index]
+        taken.add(PALETTE[index])
     if section.baseline:
         colours[section.baseline] = BASELINE_COLOUR
     return colours

@@ -156,8 +156,13 @@ def zoom_x_range(zoom: Zoom, extent: tuple[float, float], numeric_extent: tuple[
 
 def fit_y(values: list[tuple[np.ndarray, np.ndarray]], x_range: tuple[float, float], log: bool
           ) -> tuple[float, float] | None:
-    """A y range that fits every (x, y) inside the x window, with 5% margins (in log space for a log axis)."""
-    inside = [y[(x >= x_range[0]) & (x <= x_range[1])] for x, y in values]
+    """A y range that fits every line inside the x window, with 5% margins (in log space for a log axis): its points
+    there and where it crosses the window's edges (a short run's segment spanning the window has no point inside)."""
+    inside = []
+    for x, y in values:
+        inside.append(y[(x >= x_range[0]) & (x <= x_range[1])])
+        edges = [edge for edge in x_range if len(x) and x[0] <= edge <= x[-1]]
+        inside.append(np.interp(edges, x, y) if edges else np.array([]))
     inside = np.concatenate(inside) if inside else np.array([])
     inside = inside[np.isfinite(inside)]
     if log:

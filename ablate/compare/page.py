@@ -34,13 +34,14 @@ body { font: 15px/1.45 system-ui, -apple-system, "Segoe UI", sans-serif; margin:
        padding: 0 24px 40px; color: #1b1b1b; }
 h1 { margin: 24px 0 4px; } h2 { margin-top: 40px; border-bottom: 2px solid #ddd; padding-bottom: 4px; }
 .meta, .note { color: #555; } .note { margin: 2px 0; font-size: 14px; }
-table.results { border-collapse: collapse; width: 100%; font-size: 13.5px; margin: 10px 0 6px; }
-.results th, .results td { border-bottom: 1px solid #e4e4e4; padding: 5px 8px; text-align: right; white-space: nowrap; }
+table.results { border-collapse: collapse; width: 100%; font-size: 13px; margin: 10px 0 6px; }
+/* cells wrap at their spaces ("4.0100 ± 0.0100 (n=3)" on two lines), so 18 columns fit 1400 px without scrolling */
+.results th, .results td { border-bottom: 1px solid #e4e4e4; padding: 4px 6px; text-align: right;
+                           white-space: normal; overflow-wrap: normal; }
 .results th { background: #f5f5f5; white-space: normal; vertical-align: bottom; }
 .table-wrap { overflow-x: auto; }
 .results td:first-child, .results th:first-child { text-align: left; }
 .results tr.baseline td { font-weight: 600; background: #fafafa; }
-.results td:nth-last-child(-n+2) { white-space: normal; min-width: 8em; }
 .swatch { display: inline-block; width: 11px; height: 11px; border-radius: 2px; margin-right: 6px;
           vertical-align: -1px; }
 .verdict { border-radius: 10px; padding: 1px 8px; }

@@ -64,3 +64,23 @@ def test_the_render_check_catches_script_errors_and_empty_charts(mixed_report, t
     assert check["empty"] == [next(iter(re.findall(r'<div class="chart" id="([^"]+)"', page)))]
     assert any("notAFunction" in e for e in check["errors"])
     assert console_errors(log)
+
+
+WIDTH_CHECK = """<script>window.addEventListener("load", function () { setTimeout(function () {
+  var wide = [document.documentElement].concat(Array.from(document.querySelectorAll(".table-wrap, .chart")))
+    .filter(function (el) { return el.scrollWidth > el.clientWidth + 1; })
+    .map(function (el) { return (el.id || el.className || el.tagName) + ":" + el.scrollWidth + ">" + el.clientWidth; });
+  document.body.setAttribute("data-too-wide", JSON.stringify(wide)); }, 500); });</script></body>"""
+
+
+def test_no_horizontal_scrollbar_at_1400_px(mixed_report, tmp_path):
+    """Neither the page nor any table or chart is wider than a 1400 px window (no horizontal scrollbar)."""
+    page = tmp_path / "report.html"
+    page.write_text((mixed_report.out / "report.html").read_text().replace("</body>", WIDTH_CHECK, 1))
+    profile = tmp_path / "profile"
+    profile.mkdir()
+    done = subprocess.run([CHROMIUM, *FLAGS, "--window-size=1400,900", f"--user-data-dir={profile}", "--dump-dom",
+                           page.as_uri()], capture_output=True, text=True, timeout=120, check=False)
+    match = re.search(r'data-too-wide="([^"]*)"', done.stdout)
+    assert match, done.stderr[-2000:]
+    assert json.loads(html.unescape(match.group(1))) == []

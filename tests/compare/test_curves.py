@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from ablate.compare import curves
-from ablate.compare.charts import BASELINE_COLOUR, Options, section_charts
+from ablate.compare.charts import BASELINE_COLOUR, Options, section_charts, variant_colours
 from ablate.compare.group import group_runs
 from ablate.compare.load import load_runs
 from tests.compare.fake_runs import TOKENS_PER_STEP, attention_study
@@ -54,6 +54,15 @@ def test_fit_y_uses_only_points_inside_the_window():
     assert lo < 3.9 and 4.0 < hi < 4.1
 
 
+def test_zoom_on_a_short_run_keeps_the_lines_in_frame():
+    """Evals at 0, 20, 40 of a 50-step run: the 70%: window (35–50) holds one point, but the line enters the window
+    at x = 35 from higher up. The y range must cover where it crosses the edge, or the line runs off-frame."""
+    x, y = np.array([0.0, 20.0, 40.0, 50.0]), np.array([5.5, 3.4, 3.0, 2.98])
+    lo, hi = curves.fit_y([(x, y)], (35.0, 50.0), log=False)
+    entering = np.interp(35.0, x, y)  # 3.1
+    assert lo <= 2.98 and hi >= entering
+
+
 @pytest.fixture
 def section(tmp_path):
     runs = load_runs([str(attention_study(tmp_path / "sweep"))])
@@ -90,3 +99,21 @@ def test_one_colour_per_variant_in_every_chart(section):
     assert colours["mha"] == BASELINE_COLOUR
     assert len(set(colours.values())) == 3
     assert charts["step"][2].title == "training loss (EMA 0.6)"
+
+
+def test_a_variants_colour_depends_on_its_name_not_on_the_other_variants(tmp_path):
+    """Two reports of the same runs (one with a variant more) give every shared variant the same colour."""
+    from tests.compare.fake_runs import write_run
+
+    def colours_with(options):
+        root = tmp_path / "-".join(options)
+        for option in ("mha", *options):
+            for seed in range(2):
+                write_run(root / f"{option}{seed}", 4.0, seed=seed, attention=option,
+                          summary_extra={"study": "attention", "varies": "attention", "baseline": "mha"})
+        (section,) = group_runs(load_runs([str(root)]))
+        return variant_colours(section)
+
+    full, fewer = colours_with(["gqa", "mla", "mqa"]), colours_with(["mqa"])
+    assert fewer["mqa"] == full["mqa"] and fewer["mha"] == full["mha"] == BASELINE_COLOUR
+    assert len(set(full.values())) == 4
