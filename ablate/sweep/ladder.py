@@ -9,7 +9,13 @@ read from its sweep's manifest.json (conf/study/<study>.yaml when the sweep wrot
 to ladder.json as soon as it is made, so re-running the same command picks up where it stopped (finished jobs are
 skipped by the trainer, a study already decided is not re-decided).
 
+A job whose computation already ran (the same config hash: the choice carried over from the previous study, or a run
+in a `--reuse` sweep dir) is not trained again: its finished runs enter the decision. `--options ffn=relu,swiglu`
+restricts a study to those options (the current choice always stays). A study with no completed run at all stops the
+ladder with an error.
+
     python -m ablate.ladder --studies attention,pos_enc,placement,ffn,dropout --seeds 0,1,2 -- model=tiny
+    python -m ablate.ladder --studies ffn,attention --options ffn=relu,swiglu --reuse multirun/study-ffn -- model=tiny
 """
 
 from __future__ import annotations
@@ -34,7 +40,8 @@ from ablate.compare.stats import ALPHA, NOISE_SIGMAS, Arm, beyond_noise, pooled_
 from ablate.spec import FAMILIES
 from ablate.sweep.manifest import StudyEntry, read_manifest
 from ablate.sweep.report import collect_summaries
-from ablate.sweep.sweeper import load_study
+from ablate.sweep.reuse import finished_runs, reusable_options
+from ablate.sweep.sweeper import load_study, study_options
 from ablate.track import atomic_write
 
 DEFAULT_STUDIES = ("attention", "pos_enc", "placement", "ffn", "dropout")  # the order of the original phases 1-5
@@ -109,11 +116,14 @@ def decide(study: str, current: str, losses: dict[str, list[float] | Arm], rule:
                     means, reason, p_adjusted=p_adjusted, test=test)
 
 
-def final_losses(sweep_dir: Path, factor: str, options: Iterable[str] = ()) -> dict[str, Arm]:
+def final_losses(sweep_dir: Path, factor: str, options: Iterable[str] = (), reused: Iterable[dict[str, Any]] = ()
+                 ) -> dict[str, Arm]:
     """Completed runs' final val losses per option of `factor` (options that have none: empty), each with its
-    pairing key (seed and data order) as compare reads it."""
+    pairing key (seed and data order) as compare reads it; `reused`: finished runs recorded elsewhere."""
     losses: dict[str, Arm] = {str(option): Arm([], []) for option in options}
-    for summary in collect_summaries(sweep_dir):
+    summaries = collect_summaries(sweep_dir) if sweep_dir.is_dir() else []
+    seen = {s["run_dir"] for s in summaries}
+    for summary in [*summaries, *(r for r in reused if r["run_dir"] not in seen)]:
         option = str(summary.get(factor))
         arm = losses.setdefault(option, Arm([], []))
         if summary["status"] == "completed":
@@ -153,8 +163,8 @@ def _manifest_entry(study: str, sweep_dir: Path) -> StudyEntry | None:
     return entries[0]
 
 
-def study_result(study: str, sweep_dir: Path, choices: dict[str, str]
-                 ) -> tuple[str, str, dict[str, list[float]], str]:
+def study_result(study: str, sweep_dir: Path, choices: dict[str, str], reused: list[dict[str, Any]] = ()
+                 ) -> tuple[str, str, dict[str, Arm], str]:
     """(factor, current choice, final losses per option, where the factor was read) of a finished study sweep: the
     factor, its options and baseline from the sweep's manifest.json, else the factor from conf/study/<study>.yaml.
     The ladder launched the sweep with `study.baseline=<its current choice>`; a manifest naming another baseline is
@@ -162,23 +172,25 @@ def study_result(study: str, sweep_dir: Path, choices: dict[str, str]
     entry = _manifest_entry(study, sweep_dir)
     if entry is None:
         factor = study_factor(study)
-        return factor, choices[factor], final_losses(sweep_dir, factor), f"conf/study/{study}.yaml"
+        return factor, choices[factor], final_losses(sweep_dir, factor, (), reused), f"conf/study/{study}.yaml"
     factor = entry.varies[0]
     current, stated = choices[factor], entry.baseline.get(factor)
     if stated is not None and stated != current:
         print(f"ladder: {sweep_dir / 'manifest.json'} names baseline {factor}={stated}, the ladder's current choice "
               f"is {current}: deciding against {current}", flush=True)
-    losses = final_losses(sweep_dir, factor, entry.options.get(factor, []))
+    losses = final_losses(sweep_dir, factor, entry.options.get(factor, []), reused)
     return factor, current, losses, str(sweep_dir / "manifest.json")
 
 
 def run_study(study: str, index: int, choices: dict[str, str], seeds: list[int], overrides: list[str],
-              ladder_dir: Path) -> Path:
+              ladder_dir: Path, options: list[str] | None = None) -> Path:
+    """The study's sweep under ladder_dir (`options`: only those of its options)."""
     factor = study_factor(study)
     sweep_dir = ladder_dir / f"{index}-{study}"
     fixed = [f"{family}={option}" for family, option in choices.items() if family != factor]
+    chosen = [f"{factor}={','.join(options)}"] if options is not None else []
     cmd = [sys.executable, "-m", "ablate.run", "-m", f"+study={study}", f"seed={','.join(map(str, seeds))}",
-           f"study.baseline={choices[factor]}", *fixed, *overrides, f"hydra.sweep.dir={sweep_dir}"]
+           f"study.baseline={choices[factor]}", *chosen, *fixed, *overrides, f"hydra.sweep.dir={sweep_dir}"]
     print("ladder:", " ".join(cmd[2:]), flush=True)
     # failed jobs are recorded in their run dirs: decide on the completed ones, and say so in the exit code at the end
     returncode = subprocess.run(cmd, check=False).returncode
@@ -200,8 +212,23 @@ def phase_yaml(index: int, choices: dict[str, str], note: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+def study_plan(study: str, choices: dict[str, str], seeds: list[int], overrides: list[str],
+               restrict: dict[str, list[str]], reuse_dirs: list[Path]) -> tuple[list[str], dict[str, list[dict]]]:
+    """(options to train, {option: finished runs used instead}): the study's options (or those --options names;
+    the current choice always), minus those whose every seed already ran somewhere under reuse_dirs."""
+    factor = study_factor(study)
+    options = restrict.get(factor) or study_options(load_study(study))[1]
+    options = [choices[factor], *(o for o in options if o != choices[factor])]
+    reused = reusable_options(options, factor, choices, seeds, overrides, finished_runs(reuse_dirs))
+    for option, runs in reused.items():
+        print(f"ladder: {study}: {factor}={option} already ran ({', '.join(r['run_dir'] for r in runs)}): "
+              "reused, not retrained", flush=True)
+    return [o for o in options if o not in reused], reused
+
+
 def run_ladder(studies: list[str], seeds: list[int], overrides: list[str], ladder_dir: Path,
-               rule: NoiseRule, start: dict[str, str]) -> dict[str, Any]:
+               rule: NoiseRule, start: dict[str, str], restrict: dict[str, list[str]] | None = None,
+               reuse: list[Path] = ()) -> dict[str, Any]:
     ladder_dir.mkdir(parents=True, exist_ok=True)
     log_path = ladder_dir / "ladder.json"
     state = json.loads(log_path.read_text()) if log_path.exists() else {}
@@ -213,8 +240,14 @@ def run_ladder(studies: list[str], seeds: list[int], overrides: list[str], ladde
     for decision in state["decisions"]:
         choices[decision.get("factor") or study_factor(decision["study"])] = decision["chosen"]
     for index, study in enumerate(studies[len(state["decisions"]):], start=len(state["decisions"])):
-        sweep_dir = run_study(study, index, choices, seeds, overrides, ladder_dir)
-        factor, current, losses, source = study_result(study, sweep_dir, choices)
+        train, reused = study_plan(study, choices, seeds, overrides, restrict or {}, [ladder_dir, *reuse])
+        sweep_dir = (run_study(study, index, choices, seeds, overrides, ladder_dir, train) if train
+                     else ladder_dir / f"{index}-{study}")
+        factor, current, losses, source = study_result(study, sweep_dir, choices,
+                                                       [r for runs in reused.values() for r in runs])
+        if not any(arm.values for arm in losses.values()):
+            raise SystemExit(f"ladder: {study}: no completed run to decide on under {sweep_dir} (see its "
+                             "sweep.json and the runs' error.txt); stopped")
         decision = decide(study, current, losses, rule)
         decision.factor, decision.source = factor, source
         print(f"ladder: {study}: {decision.reason}", flush=True)
@@ -239,8 +272,18 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--alpha", type=float, default=NoiseRule.alpha,
                         help="... and p < ALPHA (paired t or Welch, Holm-adjusted within the study)")
     parser.add_argument("--min-seeds", type=int, default=NoiseRule.min_seeds, help="completed seeds needed per side")
+    parser.add_argument("--options", action="append", default=[], metavar="FAMILY=A,B",
+                        help="run only these options in that family's study (repeatable; the current choice stays)")
+    parser.add_argument("--reuse", action="append", default=[], type=Path, metavar="DIR",
+                        help="sweep dirs whose finished runs are used instead of training the same config again")
     parser.add_argument("overrides", nargs="*", help="Hydra overrides for every job (after --)")
     args = parser.parse_args(argv)
+    restrict = {}
+    for item in args.options:
+        family, sep, values = item.partition("=")
+        if not sep or family not in FAMILIES or not values:
+            parser.error(f"--options {item}: expected FAMILY=A,B with FAMILY one of {', '.join(FAMILIES)}")
+        restrict[family] = [v for v in values.split(",") if v]
     if not 0 < args.alpha <= 1:
         parser.error(f"--alpha {args.alpha}: must be in (0, 1]")
     studies = [s for s in args.studies.split(",") if s]
@@ -254,7 +297,7 @@ def main(argv: list[str] | None = None) -> None:
     base = compose(args.overrides)
     start = {family: str(base[family].name) for family in FAMILIES}
     state = run_ladder(studies, [int(s) for s in args.seeds.split(",")], args.overrides, Path(args.dir),
-                       NoiseRule(args.sigmas, args.min_seeds, args.alpha), start)
+                       NoiseRule(args.sigmas, args.min_seeds, args.alpha), start, restrict, args.reuse)
     print(f"ladder: final choices {' '.join(state['phases'][-1])}; decisions and phases in {args.dir}")
     incomplete = [d["study"] for d in state.get("decisions", []) if not d["seeds"] or 0 in d["seeds"].values()]
     if incomplete:

@@ -151,7 +151,7 @@ def test_without_a_usable_manifest_the_factor_comes_from_the_study_config(tmp_pa
 def test_noise_flags_reach_the_rule(tmp_path, monkeypatch):
     seen = {}
 
-    def fake_ladder(studies, seeds, overrides, ladder_dir, rule, start):
+    def fake_ladder(studies, seeds, overrides, ladder_dir, rule, start, *restrict_and_reuse):
         seen["rule"] = rule
         return {"phases": [[]]}
 
@@ -165,7 +165,7 @@ def test_noise_flags_reach_the_rule(tmp_path, monkeypatch):
 
 def test_an_option_without_a_completed_run_makes_the_exit_non_zero(tmp_path, monkeypatch):
     """Deciding on what completed is fine, but the exit code says that not everything did."""
-    def fake_ladder(studies, seeds, overrides, ladder_dir, rule, start):
+    def fake_ladder(studies, seeds, overrides, ladder_dir, rule, start, *restrict_and_reuse):
         return {"phases": [[], []], "decisions": [{"study": "ffn", "seeds": {"relu": 2, "swiglu": 0}}]}
 
     monkeypatch.setattr(ladder, "run_ladder", fake_ladder)
@@ -188,12 +188,16 @@ def test_tiny_ladder_end_to_end_and_resume(tmp_path, capsys):
     assert "within noise" in placement["reason"] and {"pre", "post"} <= set(placement["seeds"])
     assert set(placement["seeds"].values()) == {2}  # every option the placement study finds, 2 seeds each
     assert len(state["phases"]) == 3 and (ladder_dir / "phases" / "2.yaml").exists()
-    for decision in state["decisions"]:  # each logged decision is what the rule gives on the runs on disk
-        runs = [json.loads(p.read_text()) for p in ladder_dir.glob(f"*-{decision['study']}/*/summary.json")]
-        losses = {}
-        for run in runs:
-            losses.setdefault(run[decision["study"]], []).append(run["final/val_loss"])
-        assert {k: len(v) for k, v in losses.items()} == decision["seeds"]
+    # the carried-over choice (ffn=relu with placement=pre) ran in the placement study: reused, not retrained
+    ffn_runs = [json.loads(p.read_text()) for p in (ladder_dir / "1-ffn").glob("*/summary.json")]
+    assert ffn_runs and "relu" not in {r["ffn"] for r in ffn_runs}
+    assert state["decisions"][1]["seeds"]["relu"] == 2 and "reused, not retrained" in capsys.readouterr().out
+    carried = [json.loads(p.read_text()) | {"run_dir": str(p.parent)}
+               for p in (ladder_dir / "0-placement").glob("*/summary.json")]
+    carried = [r for r in carried if r["placement"] == placement["chosen"]]
+    for decision, reused in zip(state["decisions"], ([], carried)):  # each decision is the rule's on the runs on disk
+        losses = ladder.final_losses(next(ladder_dir.glob(f"*-{decision['study']}")), decision["study"], (), reused)
+        assert {k: len(v.values) for k, v in losses.items()} == decision["seeds"]
         assert decide(decision["study"], decision["current"], losses, RULE).chosen == decision["chosen"]
     phase2 = (ladder_dir / "phases" / "2.yaml").read_text()
     assert "# @package _global_" in phase2 and f"override /ffn: \"{state['decisions'][1]['chosen']}\"" in phase2
@@ -206,3 +210,47 @@ def test_tiny_ladder_end_to_end_and_resume(tmp_path, capsys):
 def test_unknown_study_is_one_clear_error(tmp_path):
     with pytest.raises(SystemExit):
         main(["--studies", "nonsense", "--dir", str(tmp_path)])
+
+
+def _hashed_runs(sweep, finals, choices, overrides, status="completed"):
+    """Fake runs that carry the config hash the real job would record, so reuse can find them."""
+    from ablate.sweep.reuse import job_hash
+
+    for option, values in finals.items():
+        for seed, value in enumerate(values):
+            digest = job_hash([*(f"{k}={v}" for k, v in choices.items() if k != "ffn"), f"ffn={option}",
+                               f"seed={seed}", *overrides])
+            write_run(sweep / f"ffn={option},seed={seed}", value, seed=seed, ffn=option, status=status,
+                      summary_extra={"config_hash": digest})
+
+
+def test_the_ladder_reuses_finished_runs_restricts_options_and_refuses_empty_results(tmp_path, monkeypatch):
+    import ablate
+
+    overrides = ["model=tiny"]
+    base = ablate.compose(overrides)
+    start = {family: str(base[family].name) for family in ladder.FAMILIES}
+    earlier = tmp_path / "earlier"  # a finished sweep of relu and swiglu at exactly the ladder's configs
+    _hashed_runs(earlier, {"relu": [3.00, 3.02], "swiglu": [2.90, 2.93]}, start, overrides)
+    launched = []
+
+    def fake_study(study, index, choices, seeds, overrides_, ladder_dir, options=None):
+        launched.append(options)
+        sweep = ladder_dir / f"{index}-{study}"
+        _hashed_runs(sweep, {o: [2.95, 2.96] for o in options}, choices, overrides_)
+        return sweep
+
+    monkeypatch.setattr(ladder, "run_study", fake_study)
+    state = ladder.run_ladder(["ffn"], [0, 1], overrides, tmp_path / "ladder", RULE, start,
+                              {"ffn": ["swiglu", "geglu"]}, [earlier])
+    assert launched == [["geglu"]]  # relu (the current choice) and swiglu already ran: only geglu trains
+    assert state["decisions"][0]["seeds"] == {"relu": 2, "swiglu": 2, "geglu": 2}  # and nothing else of ffn/
+
+    def failing_study(study, index, choices, seeds, overrides_, ladder_dir, options=None):
+        sweep = ladder_dir / f"{index}-{study}"
+        _hashed_runs(sweep, {o: [math.nan, math.nan] for o in options}, choices, overrides_, status="failed")
+        return sweep
+
+    monkeypatch.setattr(ladder, "run_study", failing_study)
+    with pytest.raises(SystemExit, match=r"^ladder: ffn: no completed run to decide on under .*; stopped$"):
+        ladder.run_ladder(["ffn"], [0, 1], overrides, tmp_path / "empty", RULE, start, {"ffn": ["swiglu"]})
