@@ -11,6 +11,7 @@ from ablate.compare.group import Section, group_runs
 from ablate.compare.load import Run, load_runs
 from ablate.compare.rows import VariantRow, section_rows
 from ablate.compare.tables import csv_text, markdown
+from ablate.compare.transfer import html_block, markdown_lines, split_by_scale, transfers
 from ablate.track.files import atomic_write
 
 AXIS_NAMES = {"step": "optimizer step", "tokens": "training tokens", "time": "training time"}
@@ -35,7 +36,7 @@ def build_report(inputs: list[str], out: Path, options: Options | None = None,
     runs = load_runs(inputs)
     if not runs:
         raise NoRuns(f"no run directories (*/summary.json with a status) under: {' '.join(inputs)}")
-    sections = group_runs(runs, baselines)
+    sections = split_by_scale(group_runs(runs, baselines))
     _unique_slugs(sections)
     tables = [section_rows(section) for section in sections]
     report = Report(out=Path(out), runs=runs, sections=sections, tables=tables)
@@ -65,10 +66,13 @@ def build_report(inputs: list[str], out: Path, options: Options | None = None,
             section.notes.append(f"no loss curves by {', '.join(missing)}: no run logged any")
         html_figures.append(figures)
     # the tables last: drawing may add notes to a section (e.g. that no run logged any curve)
-    report.files.insert(0, _write(report.out / "summary.md", markdown(sections, tables, header)))
+    across = transfers(sections, tables)
+    report.files.insert(0, _write(report.out / "summary.md", markdown(sections, tables, header,
+                                                                        markdown_lines(across))))
     report.files.insert(1, _write(report.out / "summary.csv", csv_text(sections, tables)))
     if html:
-        report.files.append(_write(report.out / "report.html", page.render(sections, tables, html_figures, header)))
+        report.files.append(_write(report.out / "report.html", page.render(sections, tables, html_figures, header,
+                                                                            html_block(across))))
     return report
 
 

@@ -47,6 +47,7 @@ class Section:
     phases: bool = False
     notes: list[str] = field(default_factory=list)
     choices: dict[str, dict[str, str]] = field(default_factory=dict)  # label -> its {key: value} on all keys
+    scale: str | None = None  # a study run at several sizes: this section's (ablate.compare.transfer)
 
     @property
     def slug(self) -> str:

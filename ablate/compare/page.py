@@ -116,7 +116,7 @@ def _flags(rows: list[VariantRow]) -> str:
 
 
 def render(sections: list[Section], tables: list[list[VariantRow]], figures: list[list[tuple[str, str, object]]],
-           header: list[str]) -> str:
+           header: list[str], extra_html: str = "") -> str:
     """figures[i]: (div id, heading, plotly Figure) for section i, in display order."""
     nav = " ".join(f'<a href="#{s.slug}">{html.escape(s.title)}</a>' for s in sections)
     parts = []
@@ -147,7 +147,7 @@ def render(sections: list[Section], tables: list[list[VariantRow]], figures: lis
 <p class="meta">generated {datetime.now():%Y-%m-%d %H:%M}</p>{meta}
 <div id="render-banner"></div>
 <nav>{nav}</nav>
-{"".join(parts)}
+{"".join(parts)}{extra_html}
 <details open><summary><b>Definitions</b></summary><ul>{definitions}</ul></details>
 <script>var FIGURES = {_script_json(figures_json)};</script>
 <script>{CHECK_SCRIPT}</script>

@@ -55,6 +55,9 @@ alone; identical runs on a busy machine can differ ~2×): mean ± sample std ove
 - `flags` (⚠, completed and running runs): val loss < 0.8 × train loss; train loss < 0.5 × val loss while val \
 stalls (< 1% better over the second half) or rises (> 2% above its best); val accuracy > 0.15 above the Fano bound \
 for its loss.
+- `transfer` (a study run at several model sizes or token budgets: one section per scale): per variant, its % vs \
+the baseline and verdict at each scale; `sign across scales`: `kept` when Δ has one sign at every scale, else \
+`flips`; `verdict across scales`: `same everywhere` or the verdict at each.
 - curves: mean over completed seeds with a min–max (or ±1 std, `--band std`) band; other runs dashed, marked where \
 they stopped.
 """
@@ -168,7 +171,9 @@ def section_heading(section: Section, rows: list[VariantRow]) -> str:
     return f"varies {varies} · baseline: {baseline} · {runs} runs: {status_text(statuses)}"
 
 
-def markdown(sections: list[Section], tables: list[list[VariantRow]], header: list[str]) -> str:
+def markdown(sections: list[Section], tables: list[list[VariantRow]], header: list[str],
+             extra: list[str] = ()) -> str:
+    """summary.md; `extra`: more sections (e.g. transfer across scale) before the definitions."""
     lines = ["# Comparison", "", *header, ""]
     for section, rows in zip(sections, tables):
         columns = columns_for(section)
@@ -187,7 +192,7 @@ def markdown(sections: list[Section], tables: list[list[VariantRow]], header: li
             lines += ["", "Flagged runs:"]
             lines += [f"- {label} · `{run}`: {message}" for label, run, message in flagged]
         lines.append("")
-    lines += ["## Definitions", "", DEFINITIONS]
+    lines += [*extra, "## Definitions", "", DEFINITIONS]
     return "\n".join(lines)
 
 
