@@ -9,12 +9,14 @@ import html
 from collections import defaultdict
 from dataclasses import dataclass, field
 
-from ablate.compare.group import Section, _section  # noqa: PLC2701  (one section builder for every grouping)
+from ablate.compare.group import Section, _section, _variants_section  # noqa: PLC2701  (the section builders)
 from ablate.compare.keys import display, identity, study_baseline, varied_keys
 from ablate.compare.load import Run
 from ablate.compare.rows import VariantRow
 
 BUDGET_KEYS = ("train.max_steps", "train.max_tokens")
+# The model's size, not its knobs (model.z_loss, model.attention_pattern, ... are variants, not scales)
+SIZE_KEYS = ("model.name", "model.d_model", "model.n_layers", "model.n_heads", "model.block_size")
 
 
 @dataclass
@@ -47,7 +49,7 @@ def _effect_text(pct: float | None, verdict: str) -> str:
 
 def scale_keys(runs: list[Run]) -> list[str]:
     """The model-size and token-budget keys that differ among `runs`."""
-    return [k for k in varied_keys([identity(r) for r in runs]) if k.startswith("model.") or k in BUDGET_KEYS]
+    return [k for k in varied_keys([identity(r) for r in runs]) if k in SIZE_KEYS or k in BUDGET_KEYS]
 
 
 def split_by_scale(sections: list[Section]) -> list[Section]:
@@ -67,7 +69,12 @@ def split_by_scale(sections: list[Section]) -> list[Section]:
         for run in runs:
             wanted.update(study_baseline(run.summary))
         for label in sorted(groups):
-            part = _section(f"{section.title} @ {label}", groups[label], wanted, study=section.study)
+            title = f"{section.title} @ {label}"
+            if section.factors == ["variant"]:  # a study of named variants keeps its names at every scale
+                part = _variants_section(title, groups[label], wanted)
+                part.study = section.study
+            else:
+                part = _section(title, groups[label], wanted, study=section.study)
             part.scale = label
             out.append(part)
     return out

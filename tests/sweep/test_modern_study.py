@@ -86,6 +86,32 @@ def test_compare_labels_each_variant_by_name_against_the_baseline(tmp_path):
     assert flagged.baseline == "dyt"
 
 
+def test_knobs_are_variants_and_sizes_are_scales_in_the_report(tmp_path):
+    """Variants that differ in model.* knobs stay one section; the same study at two model sizes is one section per
+    size, each labelled by variant name."""
+    import yaml
+
+    from ablate.compare import build_report
+
+    info = {"study": "modern", "varies": "variant", "baseline": "p5"}
+    knobs = {"p5": {}, "z_loss": {"z_loss": 0.0001}, "softcap": {"logit_softcap": 30.0}}
+    for size in ("tiny", "small"):
+        for name, knob in knobs.items():
+            for seed in (0, 1):
+                final = 4.0 - 0.01 * len(name) + 0.001 * seed + (size == "small")
+                run_dir = write_run(tmp_path / "runs" / f"{size}-{name}-{seed}", final, seed=seed,
+                                    summary_extra={**info, "variant": name})
+                config = yaml.safe_load((run_dir / "config.yaml").read_text())
+                config["model"].update(name=size, **knob)
+                (run_dir / "config.yaml").write_text(yaml.safe_dump(config))
+        if size == "tiny":
+            one = build_report([str(tmp_path / "runs")], tmp_path / "one", png=False, html=False)
+            assert [s.title for s in one.sections] == ["modern"]
+    report = build_report([str(tmp_path / "runs")], tmp_path / "two", png=False, html=False)
+    assert [s.title for s in report.sections] == ["modern @ model=small", "modern @ model=tiny"]
+    assert all(sorted(s.variants) == ["p5", "softcap", "z_loss"] and s.baseline == "p5" for s in report.sections)
+
+
 def test_a_tiny_modern_study_runs_and_compares(tmp_path):
     cmd = [sys.executable, "-m", "ablate.run", "-m", "+study=modern", "study.variant=p5,softcap,dyt", *TINY,
            f"hydra.sweep.dir={tmp_path}"]
