@@ -68,6 +68,9 @@ def main(argv: list[str] | None = None) -> None:
     except HydraException as e:
         print(f"config error: {composition_problem(e)}", file=sys.stderr)
         raise SystemExit(2) from None
+    except ValueError as e:  # a study the sweeper cannot expand (study.include naming no study, ...): its one line
+        print(f"config error: {e}", file=sys.stderr)
+        raise SystemExit(2) from None
     for number, (job, bad) in enumerate(zip(jobs, problems)):
         print(f"{number:3d}{'!' if bad else ' '} {' '.join(job)}")
     print(f"{len(jobs)} jobs")

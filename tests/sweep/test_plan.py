@@ -36,6 +36,12 @@ def test_a_typo_in_a_fixed_option_is_refused_in_one_line(capsys):
     assert (code, out, err) == (2, "", f"config error: {TYPO}\n")
 
 
+def test_a_study_that_does_not_exist_is_refused_in_one_line(capsys):
+    code, out, err = run_plan(capsys, "+study=all", "study.include=[norm,nrom]")
+    assert (code, out) == (2, "")
+    assert err.startswith("config error: study.include: no study named nrom; choose from ") and err.count("\n") == 1
+
+
 def test_every_job_is_validated_as_the_sweeper_does(capsys):
     code, out, err = run_plan(capsys, "model=tiny", "model.n_heads=3,4")
     assert code == 2
