@@ -129,9 +129,10 @@ def test_study_all_launches_through_the_sweeper_plugin(tmp_path):
     result = subprocess.run(cmd, capture_output=True, text=True, env=ENV, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     rows = json.loads((tmp_path / "sweep.json").read_text())
-    assert sorted((r["norm"], r["dropout"]) for r in rows) == [("layernorm", "off"), ("layernorm", "on"),
-                                                               ("rmsnorm", "on")]
+    assert sorted((r["norm"], r["dropout"]) for r in rows) == sorted(
+        [("layernorm", "off")] + [(norm, "on") for norm in STUDY_OPTIONS["norm"]])
     assert (result.stdout + result.stderr).count("already completed") == 1
     manifest = json.loads((tmp_path / "manifest.json").read_text())
     assert [s["name"] for s in manifest["studies"]] == ["norm", "dropout"]
-    assert manifest["studies"][0]["options"] == {"norm": ["layernorm", "rmsnorm"]}
+    baseline_first = ["layernorm", *(o for o in STUDY_OPTIONS["norm"] if o != "layernorm")]
+    assert manifest["studies"][0]["options"] == {"norm": baseline_first}
