@@ -4,9 +4,12 @@ a notebook or the exporter gets back — the final weights, else the last checkp
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from omegaconf import OmegaConf
+
+from ablate.track.files import FILE_MODE
 
 FINAL_WEIGHTS = "model.safetensors"
 COMPILED_PREFIX = "_orig_mod."  # torch.compile's wrapper, in case a state dict was taken from it
@@ -19,6 +22,7 @@ def save_final_weights(model, run_dir: Path) -> Path:
     path = Path(run_dir) / FINAL_WEIGHTS
     tmp = path.with_name(f".{path.name}.tmp")
     save_model(getattr(model, "_orig_mod", model), str(tmp))
+    os.chmod(tmp, FILE_MODE)  # safetensors creates the file 0600; run-dir files follow the umask
     tmp.replace(path)
     return path
 

@@ -9,6 +9,7 @@ import torch
 
 import ablate
 from ablate.export import ExportError, export, main
+from ablate.track.files import FILE_MODE
 from ablate.weights import FINAL_WEIGHTS, load_model
 
 transformers = pytest.importorskip("transformers", reason="the export extra (pip install -e '.[export]')")
@@ -70,7 +71,7 @@ def test_a_bpe_run_exports_its_tokenizer(tmp_path, tiny_overrides):
 
 def test_load_model_reads_final_weights_else_the_checkpoint(tmp_path, tiny_overrides):
     run = trained_run(tmp_path / "run", [*tiny_overrides, "train.max_steps=2"])
-    assert (run / FINAL_WEIGHTS).exists()
+    assert (run / FINAL_WEIGHTS).stat().st_mode & 0o777 == FILE_MODE  # the user's umask, like every run-dir file
     from_final = load_model(run)
     (run / FINAL_WEIGHTS).unlink()
     from_checkpoint = load_model(run)
