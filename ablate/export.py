@@ -55,13 +55,15 @@ def llama_problems(spec: ModelSpec) -> list[str]:
     return problems
 
 
-def llama_config(spec: ModelSpec):
+def llama_config(model):
+    """The LlamaConfig of a Llama-compatible model (its widths read off the built layers)."""
     import inspect
 
     from transformers import LlamaConfig
 
-    ffn_hidden = spec.ffn.build(spec).gate.out_features
-    attention = spec.attention.build(spec, 0)
+    spec = model.spec
+    ffn_hidden = model.blocks[0].ffn.gate.out_features
+    attention = model.blocks[0].attn
     rope_base = float(spec.pos_enc.knobs.get("base", 10000.0))
     if "rope_parameters" in inspect.signature(LlamaConfig.__init__).parameters:  # transformers >= 5
         rope = {"rope_parameters": {"rope_type": "default", "rope_theta": rope_base}}
@@ -119,7 +121,7 @@ def export(run_dir: Path, out: Path) -> dict:
         raise ExportError(f"{run_dir}: LlamaForCausalLM cannot express {'; '.join(problems)}. Export needs a run "
                           "with pos_enc=rope norm=rmsnorm ffn=swiglu attention=mha|gqa|mqa placement=pre "
                           "model.bias=false and those knobs off")
-    hf_model = LlamaForCausalLM(llama_config(spec)).eval()
+    hf_model = LlamaForCausalLM(llama_config(model)).eval()
     missing, unexpected = hf_model.load_state_dict(llama_state_dict(model, spec), strict=False)
     missing = [m for m in missing if not (spec.tie_embeddings and m == "lm_head.weight")]
     if missing or unexpected:

@@ -11,22 +11,19 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from ablate.compare.load import find_run_dirs
 from ablate.sweep.report import read_job_summary
 
 
 def finished_runs(dirs: list[Path]) -> dict[str, dict[str, Any]]:
-    """{config hash: summary (with `run_dir`)} of every completed run under `dirs` (searched recursively)."""
+    """{config hash: summary (with `run_dir`)} of every completed run under `dirs` (searched recursively, the way
+    compare finds runs)."""
     found: dict[str, dict[str, Any]] = {}
-    for root in dirs:
-        if not root.is_dir():
-            continue
-        for path in sorted(root.rglob("summary.json")):
-            if {"checkpoints", "wandb", ".hydra", "compare"} & set(path.relative_to(root).parts[:-1]):
-                continue
-            summary = read_job_summary(path)  # an unreadable one comes back with status `unreadable`
-            if summary.get("status") == "completed" and summary.get("config_hash"):
-                summary["run_dir"] = str(path.parent)
-                found.setdefault(str(summary["config_hash"]), summary)
+    for run_dir in find_run_dirs([str(d) for d in dirs if d.is_dir()]):
+        summary = read_job_summary(run_dir / "summary.json")  # an unreadable one comes back with status `unreadable`
+        if summary.get("status") == "completed" and summary.get("config_hash"):
+            summary["run_dir"] = str(run_dir)
+            found.setdefault(str(summary["config_hash"]), summary)
     return found
 
 

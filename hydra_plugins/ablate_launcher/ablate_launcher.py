@@ -65,7 +65,6 @@ class SlotLauncher(Launcher):
         setup_globals()
         configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
         pool = self.pool()
-        pool.lock_dir.mkdir(parents=True, exist_ok=True)
         log.info("gpus launcher: %d jobs on %d slot(s) %s, %d job(s) per slot", len(job_overrides),
                  len(pool.slots), ",".join(pool.slots), pool.per_slot)
         for idx, overrides in enumerate(job_overrides):
