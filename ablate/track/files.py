@@ -59,30 +59,29 @@ def config_hash(cfg: DictConfig) -> str:
     name and knobs): equal hashes mean the same computation."""
     container = OmegaConf.to_container(cfg, resolve=True)
     for key in RECORDING_ONLY:
-        *parents, last = key.split(".")
-        node = container
-        for parent in parents:
-            node = node.get(parent, {}) if isinstance(node, dict) else {}
-        if isinstance(node, dict):
-            node.pop(last, None)
+        node, last = _parent(container, key)
+        node.pop(last, None)
     for node in container.values():
         if isinstance(node, dict):
             node.pop(TARGET_KEY, None)
     for key in ADDED_DEFAULTS:  # at the value runs had before the key existed: those runs keep their hash
-        *parents, last = key.split(".")
-        node = container
-        for parent in parents:
-            node = node.get(parent, {}) if isinstance(node, dict) else {}
-        if isinstance(node, dict) and last in node and at_added_default(key, node[last]):
+        node, last = _parent(container, key)
+        if last in node and at_added_default(key, node[last]):
             node.pop(last)
     for key, (new, before) in CHANGED_DEFAULTS.items():
-        *parents, last = key.split(".")
-        node = container
-        for parent in parents:
-            node = node.get(parent, {}) if isinstance(node, dict) else {}
-        if isinstance(node, dict) and last in node and node[last] == new:
+        node, last = _parent(container, key)
+        if last in node and node[last] == new:
             node[last] = before
     return hashlib.sha256(json.dumps(container, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _parent(container: dict, key: str) -> tuple[dict, str]:
+    """The dict holding dotted `key`'s last part, and that part ({} when a parent is missing or not a dict)."""
+    *parents, last = key.split(".")
+    node = container
+    for parent in parents:
+        node = node.get(parent, {}) if isinstance(node, dict) else {}
+    return (node if isinstance(node, dict) else {}), last
 
 
 def _jsonable(value: Any) -> Any:
