@@ -45,7 +45,16 @@ class SlotLauncher(Launcher):
         self.hydra_context: Any = None
 
     def setup(self, *, hydra_context: Any, task_function: Any, config: DictConfig) -> None:
+        """Hydra sets the launcher up before the sweep dir exists: unusable slots are refused here, in one line
+        (exit 2, nothing written), as the sweeper refuses bad jobs."""
+        from ablate.sweep.slots import SlotError
+
         self.config, self.task_function, self.hydra_context = config, task_function, hydra_context
+        try:
+            self.pool()
+        except SlotError as e:
+            log.error("config error: %s", e)
+            raise SystemExit(2) from None
 
     def pool(self) -> SlotPool:
         import torch

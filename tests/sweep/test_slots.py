@@ -87,3 +87,13 @@ def test_a_sweep_on_two_cpu_slots_runs_every_job_and_records_its_slot(tmp_path):
     assert sorted(j["job"] for j in jobs) == list(range(8))
     for slot in (0, 1):
         assert max_overlap([(j["start"], j["end"]) for j in jobs if j["slot"] == slot]) == 1
+
+
+def test_unusable_slots_stop_the_sweep_before_anything_is_written(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "ablate.run", "-m", *TINY, "attention=mha,mqa", "hydra/launcher=gpus",
+                           "hydra.launcher.gpus=[tpu]"], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    lines = [line for line in (proc.stdout + proc.stderr).splitlines() if "config error:" in line]
+    assert len(lines) == 1 and "hydra.launcher.gpus: tpu is not a usable slot" in lines[0]
+    assert "Traceback" not in proc.stderr
+    assert list(tmp_path.iterdir()) == []
