@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ablate.compare import page, plots_html, plots_png
+from ablate.compare import lr_sensitivity, page, plots_html, plots_png
 from ablate.compare.charts import Options, final_points, section_charts
 from ablate.compare.group import Section, group_runs
 from ablate.compare.load import Run, load_runs
@@ -33,7 +33,7 @@ class Report:
 def build_report(inputs: list[str], out: Path, options: Options | None = None,
                  baselines: dict[str, str] | None = None, html: bool = True, png: bool = True) -> Report:
     options = options or Options()
-    runs = load_runs(inputs)
+    runs, tuning = lr_sensitivity.split_tuning(load_runs(inputs))  # study.tune_lr's stage 1: its own section
     if not runs:
         raise NoRuns(f"no run directories (*/summary.json with a status) under: {' '.join(inputs)}")
     sections = split_by_scale(group_runs(runs, baselines))
@@ -42,6 +42,8 @@ def build_report(inputs: list[str], out: Path, options: Options | None = None,
     report = Report(out=Path(out), runs=runs, sections=sections, tables=tables)
     report.out.mkdir(parents=True, exist_ok=True)
     header = _header(inputs, runs, options)
+    if tuning:
+        header[0] += f" (and {len(tuning)} lr-tuning runs, in the lr sensitivity section)"
     html_figures = []
     for section, rows in zip(sections, tables):
         figures = []
@@ -67,12 +69,15 @@ def build_report(inputs: list[str], out: Path, options: Options | None = None,
         html_figures.append(figures)
     # the tables last: drawing may add notes to a section (e.g. that no run logged any curve)
     across = transfers(sections, tables)
-    report.files.insert(0, _write(report.out / "summary.md", markdown(sections, tables, header,
-                                                                        markdown_lines(across))))
+    lrs = lr_sensitivity.sensitivities(tuning)
+    if png:
+        report.files += [lr_sensitivity.png(s, report.out / f"lr_sensitivity_{s.study}.png") for s in lrs]
+    extra = [*markdown_lines(across), *lr_sensitivity.markdown_lines(lrs)]
+    report.files.insert(0, _write(report.out / "summary.md", markdown(sections, tables, header, extra)))
     report.files.insert(1, _write(report.out / "summary.csv", csv_text(sections, tables)))
     if html:
-        report.files.append(_write(report.out / "report.html", page.render(sections, tables, html_figures, header,
-                                                                            html_block(across))))
+        report.files.append(_write(report.out / "report.html", page.render(
+            sections, tables, html_figures, header, html_block(across) + lr_sensitivity.html_block(lrs))))
     return report
 
 

@@ -47,7 +47,9 @@ its curve). > 1: the variant is worth more baseline compute than it used. In bra
 over seeds (2,000 resamples of both sides' seeds). The headline and summary.csv give it by FLOPs too \
 (T_b·F_b / (T_v·F_v), F = FLOPs per token) and by training time (baseline seconds to reach the loss / the \
 variant's).
-- `lr`: the peak learning rate (train.lr) its runs trained at.
+- `lr`: the peak learning rate (train.lr) its runs trained at. With `study.tune_lr=true` it is the variant's own: \
+the lr of study.lr_grid whose stage-1 run (first seed, short budget) ended with the lowest final val loss; the \
+`lr sensitivity` section shows those losses per lr, and its runs are left out of every other table.
 - `params`: parameters in total and without the embedding tables (input embedding and, if untied, the output head).
 - `tokens/s`, `train time` (marked `machine`: they depend on the hardware and its load, not on the architecture \
 alone; identical runs on a busy machine can differ ~2×): mean ± sample std over seeds; `train time` is training seconds (evaluation excluded). \

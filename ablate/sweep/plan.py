@@ -15,6 +15,7 @@ from hydra.utils import get_class
 from omegaconf import DictConfig
 
 from ablate import CONF_DIR
+from ablate.spec import SpecError
 from ablate.sweep.sweeper import composition_problem, job_problems, problem_lines
 
 USAGE = """List the jobs `python -m ablate.run -m <arguments>` would launch and check each one's config as the
@@ -67,6 +68,10 @@ def main(argv: list[str] | None = None) -> None:
         jobs, problems = checked_plan(arguments)
     except HydraException as e:
         print(f"config error: {composition_problem(e)}", file=sys.stderr)
+        raise SystemExit(2) from None
+    except SpecError as e:  # a study option that cannot work (study.tune_lr without a grid, ...): a line each
+        for line in e.problems:
+            print(f"config error: {line}", file=sys.stderr)
         raise SystemExit(2) from None
     except ValueError as e:  # a study the sweeper cannot expand (study.include naming no study, ...): its one line
         print(f"config error: {e}", file=sys.stderr)

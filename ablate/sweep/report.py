@@ -15,6 +15,7 @@ from rich.console import Console
 from rich.table import Table
 
 from ablate.spec import FAMILIES
+from ablate.sweep.tune import TUNING_DIR, unchosen
 from ablate.track import atomic_write
 
 
@@ -36,7 +37,7 @@ def read_job_summary(path: Path) -> dict[str, Any]:
 def collect_summaries(sweep_dir: Path) -> list[dict[str, Any]]:
     """The summaries of a sweep's jobs, in launch order."""
     rows = []
-    for path in sweep_dir.glob("*/summary.json"):
+    for path in [*sweep_dir.glob("*/summary.json"), *sweep_dir.glob(f"{TUNING_DIR}/*/summary.json")]:
         summary = read_job_summary(path)
         summary["run_dir"] = str(path.parent)
         rows.append((_job_number(path.parent), summary))
@@ -105,7 +106,8 @@ def sweep_table(rows: list[dict[str, Any]]) -> Table:
 
 class SweepReport(Callback):
     """Hydra callback: after the last job of a multirun, print the jobs table and write sweep.json.
-    Exits non-zero, after every job has run, if any job did not end completed or diverged, listing each."""
+    Exits non-zero, after every job has run, if any job did not end completed or diverged, listing each, or if lr
+    tuning left a variant without an lr (so its seeds never ran)."""
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)
@@ -117,8 +119,11 @@ class SweepReport(Callback):
         atomic_write(sweep_dir / "sweep.json", json.dumps(rows, indent=2))
         console.print(sweep_table(rows))
         console.print(f"results: {sweep_dir} (sweep.json, one run directory per job)")
-        bad = unfinished(rows)
+        bad, skipped = unfinished(rows), unchosen(sweep_dir)
+        if skipped:
+            console.print("[red]lr tuning left variants out[/red]:", *skipped, sep="\n", soft_wrap=True)
         if bad:
             console.print(f"[red]{len(bad)} of {len(rows)} jobs did not complete[/red] (error.txt in each run dir):",
                           *bad, sep="\n", soft_wrap=True)
+        if bad or skipped:
             sys.exit(1)

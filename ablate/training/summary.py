@@ -49,7 +49,8 @@ def study_info(cfg: DictConfig) -> dict[str, Any]:
     info = OmegaConf.to_container(study, resolve=True)
     return {"study": info.get("name"), "varies": info.get("varies"), "baseline": info.get("baseline"),
             **({"phase": info["phase"]} if info.get("phase") is not None else {}),
-            **({"variant": info["variant"]} if info.get("variant") is not None else {})}
+            **({"variant": info["variant"]} if info.get("variant") is not None else {}),
+            **({"lr_tuning": True} if info.get("lr_tuning") else {})}  # a stage-1 run of study.tune_lr
 
 
 @dataclass

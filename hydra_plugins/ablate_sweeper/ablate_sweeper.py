@@ -3,6 +3,7 @@ only from the `hydra_plugins` namespace, so the class lives here; what it decide
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -11,10 +12,13 @@ from hydra.plugins.sweeper import Sweeper
 from hydra.utils import get_class
 from omegaconf import DictConfig
 
+from ablate.spec import SpecError
 from ablate.sweep.manifest import Manifest, write_manifest
-from ablate.track.wandb_logger import resolve_mode
 from ablate.sweep.sweeper import plan_jobs, refuse_bad_jobs
+from ablate.sweep.tune import TuningPlan
+from ablate.track.wandb_logger import resolve_mode
 
+log = logging.getLogger("ablate")
 BASIC_SWEEPER = "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"
 
 
@@ -30,6 +34,7 @@ class StudySweeper(Sweeper):
         self.config: DictConfig | None = None
         self.manifest: Manifest | None = None
         self.hydra_context: Any = None  # set when Hydra launches (not when `ablate.sweep.plan` only lists jobs)
+        self.tuning: TuningPlan | None = None  # study.tune_lr: stage 1 is what Hydra launches, stage 2 follows
 
     def setup(self, *, hydra_context: Any, task_function: Any, config: DictConfig) -> None:
         self.config = config
@@ -37,12 +42,35 @@ class StudySweeper(Sweeper):
         self.basic.setup(hydra_context=hydra_context, task_function=task_function, config=config)
 
     def sweep(self, arguments: list[str]) -> Any:
-        return self.basic.sweep(arguments)
+        returns = self.basic.sweep(arguments)
+        if self.tuning is None:
+            return returns
+        assert self.config is not None and self.manifest is not None
+        sweep_dir = Path(self.config.hydra.sweep.dir)
+        final = self.tuning.final_jobs(sweep_dir)  # each variant at the lr its stage-1 runs chose
+        self.manifest.jobs = [*self.tuning.stage1_jobs(), *final]
+        write_manifest(sweep_dir, self.manifest)
+        if final:
+            results = self.basic.launcher.launch(final, initial_job_idx=len(self.tuning.stage1_jobs()))
+            for result in results:
+                _ = result.return_value  # as the basic sweeper does: a job's exception surfaces here
+            returns.append(results)
+        return returns
 
     def split_arguments(self, overrides: list[Override], max_batch_size: int | None) -> list[list[list[str]]]:
         assert self.config is not None
         cli_jobs = [job for batch in type(self.basic).split_arguments(overrides, None) for job in batch]
         jobs, self.manifest = plan_jobs(self.config, overrides, cli_jobs)
+        try:
+            self.tuning = TuningPlan.of(self.config, cli_jobs, jobs)
+        except SpecError as e:
+            if self.hydra_context is None:  # `ablate.sweep.plan` says it
+                raise
+            for line in e.problems:
+                log.error("config error: %s", line)
+            raise SystemExit(2) from None
+        if self.tuning is not None:  # Hydra launches stage 1; `sweep` launches stage 2 once it has chosen
+            jobs = self.manifest.jobs = self.tuning.stage1_jobs()
         if self.hydra_context is not None:
             refuse_bad_jobs(self.hydra_context.config_loader, self.config, jobs)
             write_manifest(Path(self.config.hydra.sweep.dir), self.manifest)
