@@ -1,0 +1,112 @@
+"""study.tune_lr: stage 1 tries each lr of the grid on the first seed, stage 2 runs every seed at each variant's
+best; the choice follows the stage-1 records on disk, a rerun skips both stages, compare keeps stage 1 apart."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+
+import pytest
+
+from ablate.compare.build import build_report
+from ablate.sweep.plan import main as plan_main
+from ablate.sweep.tune import best_lr, choose_lrs, tuning_dir, tuning_job, unchosen, variant_of
+from tests.sweep.test_studies import ENV, TINY
+
+GRID = "study.lr_grid=[1e-3,1e-2]"
+
+
+def test_best_lr_is_the_lowest_finite_loss_and_the_smaller_lr_on_a_tie():
+    assert best_lr({1e-3: 3.2, 3e-3: 3.1, 1e-2: 3.4}) == 3e-3
+    assert best_lr({1e-3: 3.2, 1e-2: 3.2}) == 1e-3
+    assert best_lr({1e-3: None, 1e-2: 3.9, 3e-2: math.inf}) == 1e-2  # unfinished left out, diverged never best
+    assert best_lr({1e-3: None, 1e-2: math.inf}) is None
+
+
+def test_the_choice_is_read_from_stage_one_records_and_a_variant_without_one_is_reported(tmp_path):
+    job = ["ffn=relu", "model=tiny", "seed=0"]
+    stage1 = {variant_of(job): {lr: tuning_job(job, lr, 4) for lr in (1e-3, 1e-2)}}
+    runs = {lr: tuning_dir(tmp_path, j) for lr, j in stage1[variant_of(job)].items()}
+    assert all(d.parent.name == "lr_tuning" for d in runs.values())
+    assert "seed" not in " ".join(variant_of(job)) and "train.max_steps=4" in stage1[variant_of(job)][1e-3]
+    for lr, summary in {1e-3: {"status": "completed", "final/val_loss": 3.0},
+                        1e-2: {"status": "diverged", "final/val_loss": None}}.items():
+        runs[lr].mkdir(parents=True)
+        (runs[lr] / "summary.json").write_text(json.dumps(summary))
+    assert choose_lrs(tmp_path, stage1) == {variant_of(job): 1e-3}
+
+    (runs[1e-3] / "summary.json").write_text(json.dumps({"status": "failed"}))
+    assert choose_lrs(tmp_path, stage1) == {variant_of(job): None}
+    from ablate.sweep.tune import TuningPlan
+
+    plan = TuningPlan(stage1=stage1, jobs=[job, ["ffn=relu", "model=tiny", "seed=1"]])
+    assert plan.final_jobs(tmp_path) == []  # no seed runs at an lr nobody chose
+    assert unchosen(tmp_path) == [f"ffn=relu model=tiny: no lr of study.lr_grid finished with a finite loss, so its "
+                                  f"seeds were not run (stage-1 runs in {tmp_path / 'lr_tuning'})"]
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["study.lr_grid=[]"], "study.lr_grid: give the learning rates to try"),
+    (["study.lr_grid=[1e-3,-1]"], "study.lr_grid: -1 is not a positive learning rate"),
+    (["study.tune_steps=0"], "study.tune_steps=0: give a positive number of steps"),
+    (["train.lr=1e-3"], "train.lr: study.tune_lr picks each variant's lr"),
+])
+def test_a_tuning_sweep_that_cannot_work_is_refused_in_one_line(overrides, message, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        plan_main(["+study=ffn", "study.tune_lr=true", "seed=0,1", *overrides])
+    assert exit_info.value.code == 2
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("config error:")]
+    assert len(errors) == 1 and message in errors[0]
+
+
+def test_a_refused_tuning_sweep_writes_nothing(tmp_path):
+    cmd = [sys.executable, "-m", "ablate.run", "-m", "+study=ffn", "study.tune_lr=true", "study.lr_grid=[]",
+           *TINY, f"hydra.sweep.dir={tmp_path / 'sweep'}"]
+    result = subprocess.run(cmd, capture_output=True, text=True, env=ENV, timeout=600)
+    assert result.returncode == 2
+    assert "config error: study.lr_grid: give the learning rates to try" in result.stdout + result.stderr
+    assert not (tmp_path / "sweep").exists()
+
+
+def test_a_tuning_study_runs_each_seed_at_its_variants_best_lr_and_a_rerun_skips_both_stages(tmp_path):
+    sweep = tmp_path / "sweep"
+    cmd = [sys.executable, "-m", "ablate.run", "-m", "+study=ffn", "ffn=relu,swiglu", "seed=0,1", "study.tune_lr=true",
+           GRID, "study.tune_steps=6", *TINY, "train.max_steps=8", f"hydra.sweep.dir={sweep}"]
+    first = subprocess.run(cmd, capture_output=True, text=True, env=ENV, timeout=600)
+    assert first.returncode == 0, first.stderr[-3000:]
+
+    stage1 = [json.loads(p.read_text()) for p in (sweep / "lr_tuning").glob("*/summary.json")]
+    assert len(stage1) == 4 and all(s["lr_tuning"] and s["seed"] == 0 and s["steps"] == 6 for s in stage1)
+    lr_of = {}
+    for ffn in ("relu", "swiglu"):
+        losses = {float(s["overrides"].split("train.lr=")[1].split(",")[0]): s["final/val_loss"]
+                  for s in stage1 if s["ffn"] == ffn}
+        lr_of[ffn] = min(losses, key=losses.get)
+    final = [json.loads(p.read_text()) for p in sweep.glob("*/summary.json")]
+    assert sorted((s["ffn"], s["seed"]) for s in final) == [("relu", 0), ("relu", 1), ("swiglu", 0), ("swiglu", 1)]
+    for s in final:
+        assert "lr_tuning" not in s and s["steps"] == 8
+        config = (sweep / s["run_dir"].rsplit("/", 1)[1] / "config.yaml").read_text()
+        assert f"lr: {lr_of[s['ffn']]}" in config
+    choices = json.loads((sweep / "lr_tuning" / "choices.json").read_text())
+    assert sorted(c["lr"] for c in choices) == sorted(lr_of.values())
+    manifest = json.loads((sweep / "manifest.json").read_text())
+    assert len(manifest["jobs"]) == 8  # both stages, as launched
+    assert len(json.loads((sweep / "sweep.json").read_text())) == 8
+
+    stamps = {p: p.stat().st_mtime_ns for p in sweep.rglob("metrics.jsonl")}
+    second = subprocess.run(cmd, capture_output=True, text=True, env=ENV, timeout=600)
+    assert second.returncode == 0
+    assert (second.stdout + second.stderr).count("already completed") == 8
+    assert stamps == {p: p.stat().st_mtime_ns for p in sweep.rglob("metrics.jsonl")}
+
+    report = build_report([str(sweep)], tmp_path / "report")
+    assert len(report.runs) == 4  # stage 1 is not in the tables
+    lrs = {row.label.split(" ")[0]: row.lr for row in report.tables[0]}
+    assert lrs == {ffn: str(lr) for ffn, lr in lr_of.items()}
+    summary_md = (tmp_path / "report" / "summary.md").read_text()
+    assert "## lr sensitivity: ffn" in summary_md and "(and 4 lr-tuning runs" in summary_md
+    assert (tmp_path / "report" / "lr_sensitivity_ffn.png").stat().st_size > 10_000
+    assert 'id="lr-ffn"' in (tmp_path / "report" / "report.html").read_text()
