@@ -11,6 +11,7 @@ from ablate.components.base import (
     Attention,
     Block,
     Component,
+    DecodeCache,
     FeedForward,
     ForwardContext,
     Norm,
@@ -19,5 +20,5 @@ from ablate.components.base import (
 from ablate.components.options import Option, discover, option, option_names
 from ablate.spec import ModelSpec
 
-__all__ = ["Attention", "Block", "Component", "FeedForward", "ForwardContext", "Norm", "PositionalEncoding",
-           "FAMILY_BASES", "ModelSpec", "Option", "discover", "option", "option_names"]
+__all__ = ["Attention", "Block", "Component", "DecodeCache", "FeedForward", "ForwardContext", "Norm",
+           "PositionalEncoding", "FAMILY_BASES", "ModelSpec", "Option", "discover", "option", "option_names"]

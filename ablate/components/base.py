@@ -26,9 +26,47 @@ class ForwardContext:
     """What the layers of one forward pass share. TransformerLM makes a fresh one per forward and hands it through
     each Block to its attention (`forward(x, pos, context)`); None (a layer run on its own) shares nothing.
 
-    first_values: the first attention layer's values, (B, H_v, T, D_v), for `model.value_residual`."""
+    first_values: the first attention layer's values, (B, H_v, T, D_v), for `model.value_residual`.
+    cache: set while decoding (`TransformerLM.decode`): the layers' decoding state, and the position of this pass's
+    first token (`DecodeCache.start`); each attention then attends from its new tokens to its cached past."""
 
     first_values: torch.Tensor | None = None
+    cache: DecodeCache | None = None
+
+
+class DecodeCache:
+    """The decoding state of every attention layer of one batch of sequences, kept between forward passes.
+
+    `start` is how many tokens earlier passes have seen: the positions of this pass's tokens begin there. Each layer
+    keeps its state under its own key (`state`/`extend`): a tuple of tensors with time on dimension -2 (keys and
+    values, a latent, ...) or any fixed-size recurrent state. `numel_per_sequence()` counts what it holds."""
+
+    def __init__(self) -> None:
+        self.start = 0
+        self.states: dict[Any, Any] = {}
+        self.first_positions: dict[Any, int] = {}  # per key: the position of the first token its tensors still hold
+
+    def extend(self, key: Any, new: tuple[torch.Tensor, ...], keep: int | None = None
+               ) -> tuple[tuple[torch.Tensor, ...], int]:
+        """Append this pass's tensors (time on dim -2) to the layer's; return (everything, for this pass to attend
+        to, and the position of its first token). Afterwards only the last `keep` tokens stay (None: all)."""
+        old = self.states.get(key)
+        first = self.first_positions.get(key, self.start)
+        full = new if old is None else tuple(torch.cat([a, b], dim=-2) for a, b in zip(old, new))
+        kept = full
+        if keep is not None:
+            length = full[0].shape[-2]
+            kept = tuple(x[..., max(0, length - keep):, :] for x in full)
+            self.first_positions[key] = first + max(0, length - keep)
+        else:
+            self.first_positions[key] = first
+        self.states[key] = kept
+        return full, first
+
+    def numel_per_sequence(self) -> int:
+        """Numbers held for one sequence, over every layer (the batch dimension divided out)."""
+        tensors = [t for state in self.states.values() for t in (state if isinstance(state, tuple) else (state,))]
+        return sum(t.numel() // t.shape[0] for t in tensors)
 
 
 class Component:
@@ -84,12 +122,13 @@ class PositionalEncoding(Component, nn.Module):
     def __init__(self, spec: ModelSpec):
         super().__init__()
 
-    def embed(self, h: torch.Tensor) -> torch.Tensor:
-        """h: (B, T, d_model) token embeddings -> with position information added."""
+    def embed(self, h: torch.Tensor, start: int = 0) -> torch.Tensor:
+        """h: (B, T, d_model) token embeddings at positions start … start+T-1 -> with position information added
+        (`start` > 0 while decoding with a cache)."""
         return h
 
-    def rotate(self, x: torch.Tensor) -> torch.Tensor:
-        """x: (B, H, T, D) queries or keys -> rotated by position."""
+    def rotate(self, x: torch.Tensor, start: int = 0) -> torch.Tensor:
+        """x: (B, H, T, D) queries or keys at positions start … start+T-1 -> rotated by position."""
         return x
 
     def offset_bias(self, layer: int, offset: torch.Tensor) -> torch.Tensor | None:
@@ -122,8 +161,17 @@ class Attention(Component, nn.Module):
     def __init__(self, spec: ModelSpec, layer: int):
         super().__init__()
         self.layer = layer
+        self.d_model = spec.d_model
         self.dropout_p = spec.dropout
         self.value_residual = spec.value_residual
+
+    def __call__(self, x: torch.Tensor, pos: PositionalEncoding, context: ForwardContext | None = None
+                 ) -> torch.Tensor:
+        """`forward` in training and evaluation; `decode` while decoding (a context with a cache), so that every
+        option, a user's too, decodes correctly whether or not it implements `decode`."""
+        if context is not None and context.cache is not None:
+            return self.decode(x, pos, context)
+        return super().__call__(x, pos, context)
 
     @classmethod
     def value_heads(cls, spec: ModelSpec, knobs: dict[str, Any]) -> tuple[int, int] | None:
@@ -155,6 +203,25 @@ class Attention(Component, nn.Module):
     def kv_cache_per_token(self) -> int:
         """Numbers a decoding cache keeps per token for this layer."""
         return self.n_heads * (self.qk_head_dim + self.v_head_dim)
+
+    def cache_numel(self, t: int) -> int:
+        """Numbers of decoding state one sequence keeps in this layer after t tokens: t · kv_cache_per_token for a
+        cache that grows with the sequence (an option with a window or a fixed state says its own); t · d_model for
+        an option without its own `decode` (the default keeps the layer's inputs)."""
+        if type(self).decode is Attention.decode:
+            return t * self.d_model
+        return t * self.kv_cache_per_token
+
+    def decode(self, x: torch.Tensor, pos: PositionalEncoding, context: ForwardContext) -> torch.Tensor:
+        """The layer's output for this pass's tokens x (B, T_new, d_model) at positions context.cache.start …,
+        attending to its cached past (kept under `self.layer` in context.cache). This default is exact for any
+        causal attention but keeps the inputs, not keys and values: it re-runs `forward` over the whole sequence
+        so far (cache_numel then counts d_model per token). The built-in options replace it with a real cache."""
+        if self.value_residual:
+            raise NotImplementedError(f"{type(self).__name__} has no decode(): decoding with model.value_residual "
+                                      "needs one (the default re-runs forward without the first layer's values)")
+        (inputs,), _ = context.cache.extend(self.layer, (x,))
+        return self.forward(inputs, pos, ForwardContext())[:, -x.shape[1]:]
 
     @property
     def attn_dropout(self) -> float:

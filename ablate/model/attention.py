@@ -40,6 +40,33 @@ def causal_attention(
     )
 
 
+def mask_with_bias(allowed: torch.Tensor, bias: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor:
+    """A boolean mask as SDPA takes it, or, with a bias, the bias with -inf where not allowed."""
+    if bias is None:
+        return allowed
+    return bias.to(dtype).masked_fill(~allowed, float("-inf"))
+
+
+def causal_visible(q_pos: torch.Tensor, k_pos: torch.Tensor) -> torch.Tensor:
+    """Dense causal attention: a query sees every key at its position or before."""
+    return k_pos <= q_pos
+
+
+def attention_at_positions(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, q_start: int, k_start: int,
+                           pos: PositionalEncoding, layer: int, visible=causal_visible,
+                           scale: float | None = None) -> torch.Tensor:
+    """Decoding's attention: q (B, H, Tq, D) at positions q_start …, k and v (B, H_kv, Tk, D) at positions
+    k_start …, already rotated -> (B, H, Tq, D_v). A query attends to the keys `visible(q_pos, k_pos)` allows (the
+    option's pattern), with `pos`'s score bias of each (query - key) offset."""
+    q_pos = torch.arange(q_start, q_start + q.shape[-2], device=q.device)[:, None]
+    k_pos = torch.arange(k_start, k_start + k.shape[-2], device=q.device)[None, :]
+    bias = pos.offset_bias(layer, q_pos - k_pos) if pos.acts_on == "bias" else None  # (H, Tq, Tk)
+    mask = mask_with_bias(visible(q_pos, k_pos), bias, q.dtype)
+    if k.shape[1] != q.shape[1]:
+        k, v = (x.repeat_interleave(q.shape[1] // k.shape[1], dim=1) for x in (k, v))
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale)
+
+
 class QKNorm(nn.Module):
     """QK-norm (Wortsman et al., 2023, arXiv 2309.14322; after Dehghani et al., 2023) in the per-head RMSNorm form of
     Qwen3 and Gemma 3 (OLMo 2 instead normalizes all heads' channels at once): every query head and every key head is
@@ -96,7 +123,8 @@ class GroupedQueryAttention(HeadKnobs, Attention):
 
     @property
     def kv_cache_per_token(self) -> int:
-        """Numbers an inference cache keeps per token for this layer: one key and one value per kv head."""
+        """Numbers an inference cache keeps per token for this layer: one key and one value per kv head, so after t
+        tokens cache_numel(t) = t · 2 · n_kv_heads · head_dim (MHA: n_kv_heads = n_heads; MQA: 1)."""
         return 2 * self.n_kv_heads * self.head_dim
 
     @classmethod
@@ -114,13 +142,33 @@ class GroupedQueryAttention(HeadKnobs, Attention):
     def value_heads(cls, spec: ModelSpec, knobs: dict) -> tuple[int, int]:
         return knobs["n_kv_heads"], spec.head_dim
 
-    def forward(self, x: torch.Tensor, pos: PositionalEncoding, context: ForwardContext | None = None) -> torch.Tensor:
+    def heads(self, x: torch.Tensor, context: ForwardContext | None) -> tuple[torch.Tensor, ...]:
+        """x (B, T, d_model) -> q (B, H, T, D), k and v (B, H_kv, T, D): projected, qk-normed, values mixed."""
         b, t, _ = x.shape
         q = self.q_proj(x).view(b, t, self.n_heads, self.head_dim).transpose(1, 2)
         k, v = self.kv_proj(x).view(b, t, 2, self.n_kv_heads, self.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
         q, k = self.normalize_qk(q, k)
-        v = self.mix_values(v, context)
+        return q, k, self.mix_values(v, context)
+
+    def forward(self, x: torch.Tensor, pos: PositionalEncoding, context: ForwardContext | None = None) -> torch.Tensor:
+        q, k, v = self.heads(x, context)
         return self.out_proj(self.gate_heads(x, self.attend(q, k, v, pos)))
+
+    def decode(self, x: torch.Tensor, pos: PositionalEncoding, context: ForwardContext) -> torch.Tensor:
+        """The KV cache: rotated keys and values of every past token the option's pattern may still show a query
+        (`visible`; the last `cache_keep` tokens, all when None)."""
+        q, k, v = self.heads(x, context)
+        cache = context.cache
+        q, k = pos.rotate(q, cache.start), pos.rotate(k, cache.start)
+        (k, v), first = cache.extend(self.layer, (k, v), keep=self.cache_keep)
+        y = attention_at_positions(q, k, v, cache.start, first, pos, self.layer, self.visible)
+        return self.out_proj(self.gate_heads(x, y.transpose(1, 2).flatten(2)))
+
+    cache_keep: int | None = None  # tokens of the past a later query can still see (None: all of them)
+
+    def visible(self, q_pos: torch.Tensor, k_pos: torch.Tensor) -> torch.Tensor:
+        """Which keys a query attends to, by position (broadcast (Tq, 1) against (1, Tk)): dense causal."""
+        return causal_visible(q_pos, k_pos)
 
     def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, pos: PositionalEncoding) -> torch.Tensor:
         """q: (B, H, T, D); k, v: (B, H_kv, T, D), positions not yet applied -> (B, T, H·D) head outputs.

@@ -35,7 +35,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ablate.components import Attention, ForwardContext, ModelSpec, PositionalEncoding
-from ablate.model.attention import HeadKnobs, causal_attention
+from ablate.model.attention import HeadKnobs, attention_at_positions, causal_attention
 
 
 def lambda_init(layer: int) -> float:
@@ -82,22 +82,43 @@ class DifferentialAttention(HeadKnobs, Attention):
         return (torch.exp(self.lambda_q1 @ self.lambda_k1) - torch.exp(self.lambda_q2 @ self.lambda_k2)
                 + self.lambda_init)
 
-    def forward(self, x: torch.Tensor, pos: PositionalEncoding, context: ForwardContext | None = None) -> torch.Tensor:
+    def heads(self, x: torch.Tensor, context: ForwardContext | None) -> tuple[torch.Tensor, ...]:
+        """x (B, T, d_model) -> q, k (B, 2h, T, d): map j of head i is row 2i + j, i.e. head i's [Q1; Q2] channels
+        in order; v (B, h, T, 2d), values mixed; q and k qk-normed, not yet rotated."""
         b, t, _ = x.shape
         h, d = self.n_heads, self.head_dim
-        # (B, 2h, T, d): map j of head i is row 2i + j, i.e. head i's [Q1; Q2] channels in order
         q = self.q_proj(x).view(b, t, 2 * h, d).transpose(1, 2)
         k, v = self.kv_proj(x).split([2 * h * d, 2 * h * d], dim=-1)
         k = k.view(b, t, 2 * h, d).transpose(1, 2)
         v = self.mix_values(v.view(b, t, h, 2 * d).transpose(1, 2), context)  # (B, h, T, 2d)
         q, k = self.normalize_qk(q, k)
+        return q, k, v
+
+    def forward(self, x: torch.Tensor, pos: PositionalEncoding, context: ForwardContext | None = None) -> torch.Tensor:
+        q, k, v = self.heads(x, context)
         q, k = pos.rotate(q), pos.rotate(k)
         # both maps of a head read the head's V: one SDPA call over 2h maps, then (A1 − λ A2) V = A1 V − λ A2 V.
         # SDPA's fused kernels want one head dim for q, k and v (else it forms the T×T scores): zeros appended to
         # q and k change no dot product, and the scale stays 1/sqrt(d)
+        d = self.head_dim
         q, k = F.pad(q, (0, d)), F.pad(k, (0, d))
         y = causal_attention(q, k, v.repeat_interleave(2, dim=1), None, self.attn_dropout, scale=d**-0.5)
-        y = y.view(b, h, 2, t, 2 * d)
+        return self.combine(x, y)
+
+    def decode(self, x: torch.Tensor, pos: PositionalEncoding, context: ForwardContext) -> torch.Tensor:
+        """The KV cache holds the rotated K (2h maps of d) and V (h heads of 2d): 2·d_model per token, as MHA's."""
+        q, k, v = self.heads(x, context)
+        cache = context.cache
+        q, k = pos.rotate(q, cache.start), pos.rotate(k, cache.start)
+        (k, v), first = cache.extend(self.layer, (k, v))
+        y = attention_at_positions(q, k, v.repeat_interleave(2, dim=1), cache.start, first, pos, self.layer,
+                                   scale=self.head_dim**-0.5)
+        return self.combine(x, y)
+
+    def combine(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """y (B, 2h, T, 2d), each map's value product -> the layer's output (B, T, d_model)."""
+        b, _, t, _ = y.shape
+        y = y.view(b, self.n_heads, 2, t, 2 * self.head_dim)
         y = y[:, :, 0] - self.difference_weight() * y[:, :, 1]  # (B, h, T, 2d)
         y = self.head_norm(y) * (1 - self.lambda_init)
         return self.out_proj(self.gate_heads(x, y.transpose(1, 2).flatten(2)))

@@ -15,8 +15,11 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ablate.components import ModelSpec, PositionalEncoding
+from ablate.components import ForwardContext, ModelSpec, PositionalEncoding
 from ablate.model.attention import MultiHeadAttention
+
+
+EPS = 1e-6  # added to the normalizer: φ > 0 keeps it positive, but it may underflow
 
 
 def elu_feature_map(x: torch.Tensor) -> torch.Tensor:
@@ -48,7 +51,7 @@ def causal_linear_attention(
     chunk_size: int,
     q_num: torch.Tensor | None = None,
     k_num: torch.Tensor | None = None,
-    eps: float = 1e-6,
+    eps: float = EPS,
 ) -> torch.Tensor:
     """q, k: (B, H, T, D) positive features; v: (B, H, T, Dv) -> (B, H, T, Dv), with
         y_i = Σ_{j<=i} (q_num_i · k_num_j) v_j  /  Σ_{j<=i} (q_i · k_j)
@@ -79,6 +82,25 @@ class LinearAttention(MultiHeadAttention):
     def kv_cache_per_token(self) -> int:
         """Nothing grows per token: generation keeps a fixed state of H·D·(D + 1) numbers (S and z) instead."""
         return 0
+
+    def cache_numel(self, t: int) -> int:
+        """The recurrent state, whatever t (> 0): S = Σ φ(k_j) v_jᵀ (H·D·D_v) and z = Σ φ(k_j) (H·D)."""
+        return self.n_heads * self.qk_head_dim * (self.v_head_dim + 1) if t > 0 else 0
+
+    def decode(self, x: torch.Tensor, pos: PositionalEncoding, context: ForwardContext) -> torch.Tensor:
+        """The recurrence: this pass's tokens read the state S, z of all earlier ones (plus their own causal
+        products, chunked), then add themselves to it. With RoPE, S holds rotated features and z plain ones."""
+        q, k, v = self.heads(x, context)
+        cache = context.cache
+        fq, fk = elu_feature_map(q), elu_feature_map(k)
+        nq, nk = (pos.rotate(fq, cache.start), pos.rotate(fk, cache.start)) if pos.acts_on == "rotary" else (fq, fk)
+        b, h, _, d = fq.shape
+        state, normalizer = cache.states.get(self.layer) or (fq.new_zeros(b, h, d, v.shape[-1]), fq.new_zeros(b, h, d))
+        num = chunked_causal_products(nq, nk, v, self.chunk_size) + nq @ state
+        den = (fq * (normalizer[:, :, None] + fk.cumsum(dim=-2))).sum(-1, keepdim=True)
+        cache.states[self.layer] = (state + nk.transpose(-1, -2) @ v, normalizer + fk.sum(dim=-2))
+        y = num / (den + EPS)
+        return self.out_proj(self.gate_heads(x, y.transpose(1, 2).flatten(2)))
 
     def context_flops(self, t: int) -> int:
         """Per token and head: add k⊗v and k to the running state, read it with q (D·(D_v + 1) each), in any t."""

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from ablate.components import ModelSpec, PositionalEncoding
-from ablate.model.attention import MultiHeadAttention, causal_attention
+from ablate.model.attention import MultiHeadAttention, causal_attention, mask_with_bias
 
 log = logging.getLogger(__name__)
 
@@ -42,13 +42,6 @@ def _pad_time(x: torch.Tensor, length: int) -> torch.Tensor:
     """(..., T, D) -> (..., length, D), zeros appended. Padded keys sit in every real query's future, so the
     causal mask hides them; padded queries are dropped from the output."""
     return F.pad(x, (0, 0, 0, length - x.shape[-2]))
-
-
-def _mask_with_bias(allowed: torch.Tensor, bias: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor:
-    """A boolean mask as SDPA takes it, or, with a bias, the bias with -inf where not allowed."""
-    if bias is None:
-        return allowed
-    return bias.to(dtype).masked_fill(~allowed, float("-inf"))
 
 
 class _SparseAttention(MultiHeadAttention):
@@ -90,6 +83,14 @@ class LocalAttention(_SparseAttention):
         super().__init__(spec, layer, qk_norm=qk_norm, gate=gate)
         self.window = window
         self.chunk = max(window, MIN_CHUNK)
+        self.cache_keep = window - 1  # decoding: the next query sees itself and the window - 1 tokens before it
+
+    def cache_numel(self, t: int) -> int:
+        """A sliding window: min(t, window - 1) · 2 · n_heads · head_dim (the next query brings its own key)."""
+        return min(t, self.window - 1) * self.kv_cache_per_token
+
+    def visible(self, q_pos: torch.Tensor, k_pos: torch.Tensor) -> torch.Tensor:
+        return (k_pos <= q_pos) & (q_pos - k_pos < self.window)
 
     @classmethod
     def check(cls, spec: ModelSpec, knobs: dict) -> list[str]:
@@ -128,7 +129,7 @@ class LocalAttention(_SparseAttention):
         position = torch.arange(2 * c, device=q.device)
         offset = c + position[:c, None] - position[None, :]  # (C, 2C) query - key position, keys = [previous, own]
         bias = pos.offset_bias(self.layer, offset)  # (H, C, 2C) or None
-        mask = _mask_with_bias((offset >= 0) & (offset < self.window), bias, q.dtype)
+        mask = mask_with_bias((offset >= 0) & (offset < self.window), bias, q.dtype)
         mask = mask if bias is None else mask[None]  # SDPA's fused CPU kernel takes 2-D or 4-D masks only
 
         first = F.scaled_dot_product_attention(
@@ -226,6 +227,12 @@ class BigBirdAttention(_SparseAttention):
         allowed[rows[self.key_block_valid[:n]], self.key_blocks[:n][self.key_block_valid[:n]]] = True
         return allowed
 
+    def visible(self, q_pos: torch.Tensor, k_pos: torch.Tensor) -> torch.Tensor:
+        """Decoding keeps every key (cache_numel = t · 2 · n_heads · head_dim): a random block may reach back to
+        any earlier block."""
+        blocks = self.block_pattern(-(-(int(q_pos.max()) + 1) // self.block))
+        return (k_pos <= q_pos) & blocks[q_pos // self.block, k_pos // self.block]
+
     def mask_mod(self, t: int, device: torch.device):
         size, blocks = self.block, self.block_pattern(-(-t // self.block)).to(device)
         return lambda b, h, q_idx, kv_idx: (kv_idx <= q_idx) & blocks[q_idx // size, kv_idx // size]
@@ -258,7 +265,7 @@ class BigBirdAttention(_SparseAttention):
         if bias is None:
             mask = allowed[None]  # (1, n, S, K·S), broadcast over B·H
         else:  # SDPA wants a 4-D mask: one copy per batch row
-            mask = _mask_with_bias(allowed, bias, q.dtype)  # (H, n, S, K·S)
+            mask = mask_with_bias(allowed, bias, q.dtype)  # (H, n, S, K·S)
             mask = mask.expand(b, h, n, s, slots * s).reshape(b * h, n, s, slots * s)
         y = F.scaled_dot_product_attention(qb, keys, values, attn_mask=mask, dropout_p=self.attn_dropout)
         y = y.view(b, h, n * s, d)[:, :, :t]  # (B·H, n, S, D) -> (B, H, T, D)

@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ablate.components import Attention, ForwardContext, ModelSpec, PositionalEncoding
-from ablate.model.attention import HeadKnobs, causal_attention
+from ablate.model.attention import HeadKnobs, attention_at_positions, causal_attention
 
 
 def mla_dims(spec: ModelSpec, knobs: dict[str, int | None]) -> dict[str, int]:
@@ -120,28 +120,40 @@ class MultiHeadLatentAttention(HeadKnobs, Attention):
             )
         return problems
 
-    def forward(self, x: torch.Tensor, pos: PositionalEncoding, context: ForwardContext | None = None) -> torch.Tensor:
+    def heads(self, x: torch.Tensor, context: ForwardContext | None) -> tuple[torch.Tensor, ...]:
+        """x (B, T, d_model) -> q_nope (B, H, T, nope), q_rope (B, H, T, rope), c_KV (B, T, r_kv) normed, and the
+        shared k_rope (B, 1, T, rope), not yet rotated."""
         b, t, _ = x.shape
         h, nope, rope = self.n_heads, self.nope, self.rope
         q = self.q_up(self.q_norm(self.q_down(x))) if self.q_lora_rank else self.q_proj(x)
         q_nope, q_rope = q.view(b, t, h, nope + rope).transpose(1, 2).split([nope, rope], dim=-1)
-
         c_kv, k_rope = self.kv_down(x).split([self.kv_lora_rank, rope], dim=-1)  # (B, T, r_kv), (B, T, rope)
-        kv = self.kv_up(self.kv_norm(c_kv)).view(b, t, h, nope + self.v_dim).transpose(1, 2)
-        k_nope, v = kv.split([nope, self.v_dim], dim=-1)
-        v = self.mix_values(v, context)
+        return q_nope, q_rope, self.kv_norm(c_kv), k_rope.unsqueeze(1)  # one rope key for all heads
 
-        k_rope = k_rope.unsqueeze(1)  # (B, 1, T, rope): one rope key for all heads
-        if self.qk_norm is not None:  # each head's whole query and key, before RoPE
-            k = torch.cat([k_nope, k_rope.expand(b, h, t, rope)], dim=-1)
-            q, k = self.normalize_qk(torch.cat([q_nope, q_rope], dim=-1), k)
-            (q_nope, q_rope), (k_nope, k_rope) = q.split([nope, rope], dim=-1), k.split([nope, rope], dim=-1)
-        q_rope, k_rope = pos.rotate(q_rope), pos.rotate(k_rope)
-        q = torch.cat([q_nope, q_rope], dim=-1)  # (B, H, T, nope + rope)
+    def keys_values(self, q_nope: torch.Tensor, q_rope: torch.Tensor, c_kv: torch.Tensor, k_rope: torch.Tensor,
+                    context: ForwardContext | None) -> tuple[torch.Tensor, ...]:
+        """Every head's full key and value from the latent: q, k (B, H, T, nope + rope) not yet rotated (qk-normed
+        as a whole with qk_norm), v (B, H, T, v) with values mixed."""
+        b, t, _ = c_kv.shape
+        h, nope, rope = self.n_heads, self.nope, self.rope
+        kv = self.kv_up(c_kv).view(b, t, h, nope + self.v_dim).transpose(1, 2)
+        k_nope, v = kv.split([nope, self.v_dim], dim=-1)
+        q = torch.cat([q_nope, q_rope], dim=-1)
         k = torch.cat([k_nope, k_rope.expand(b, h, t, rope)], dim=-1)
+        q, k = self.normalize_qk(q, k)  # each head's whole query and key, before RoPE
+        return q, k, self.mix_values(v, context)
+
+    def rotate(self, x: torch.Tensor, pos: PositionalEncoding, start: int = 0) -> torch.Tensor:
+        """RoPE on the decoupled part (the last `rope` channels) only."""
+        return torch.cat([x[..., : self.nope], pos.rotate(x[..., self.nope :], start)], dim=-1)
+
+    def forward(self, x: torch.Tensor, pos: PositionalEncoding, context: ForwardContext | None = None) -> torch.Tensor:
+        t = x.shape[1]
+        q, k, v = self.keys_values(*self.heads(x, context), context)
+        q, k = self.rotate(q, pos), self.rotate(k, pos)
         # SDPA's fused kernels want one head dim for q, k and v (else it falls back to forming the T×T scores):
         # zero padding changes no dot product, and the scale stays 1/sqrt(nope + rope)
-        qk_dim, width = nope + rope, max(nope + rope, self.v_dim)
+        qk_dim, width = self.nope + self.rope, max(self.nope + self.rope, self.v_dim)
         if qk_dim < width:
             q, k = F.pad(q, (0, width - qk_dim)), F.pad(k, (0, width - qk_dim))
         if self.v_dim < width:
@@ -149,3 +161,38 @@ class MultiHeadLatentAttention(HeadKnobs, Attention):
         bias = pos.score_bias(self.layer, t, x.device)
         y = causal_attention(q, k, v, bias, self.attn_dropout, scale=qk_dim**-0.5)[..., : self.v_dim]
         return self.out_proj(self.gate_heads(x, y.transpose(1, 2).flatten(2)))  # (B, H, T, v) -> (B, T, H·v)
+
+    @property
+    def absorbs(self) -> bool:
+        """Whether decoding attends in the latent space: W_UK folded into the query and W_UV applied after the
+        attention (DeepSeek-V2, section 2.1.2). Not with qk_norm (the key norm is not linear) nor with
+        model.value_residual (values mixed per token are no longer W_UV c)."""
+        return self.qk_norm is None and not self.value_residual
+
+    def cache_numel(self, t: int) -> int:
+        """Absorbed: t · (kv_lora_rank + qk_rope_head_dim), the latent and the shared rope key. Otherwise each
+        head's full key and value: t · n_heads · (nope + rope + v_head_dim)."""
+        return t * (self.kv_cache_per_token if self.absorbs else self.n_heads * (self.nope + self.rope + self.v_dim))
+
+    def decode(self, x: torch.Tensor, pos: PositionalEncoding, context: ForwardContext) -> torch.Tensor:
+        cache = context.cache
+        q_nope, q_rope, c_kv, k_rope = self.heads(x, context)
+        if not self.absorbs:
+            q, k, v = self.keys_values(q_nope, q_rope, c_kv, k_rope, context)
+            q, k = self.rotate(q, pos, cache.start), self.rotate(k, pos, cache.start)
+            (k, v), first = cache.extend(self.layer, (k, v))
+            y = attention_at_positions(q, k, v, cache.start, first, pos, self.layer, scale=(self.nope + self.rope) ** -0.5)
+            return self.out_proj(self.gate_heads(x, y.transpose(1, 2).flatten(2)))
+        # the cache: [c_KV ; rotated k_R] per token, one "key head" shared by all heads, whose first r_kv channels
+        # are also the value (MQA in the latent space)
+        latent_key = torch.cat([c_kv.unsqueeze(1), pos.rotate(k_rope, cache.start)], dim=-1)  # (B, 1, T, r + rope)
+        (latent_key,), first = cache.extend(self.layer, (latent_key,))
+        weight = self.kv_up.weight.view(self.n_heads, self.nope + self.v_dim, self.kv_lora_rank)
+        w_uk, w_uv = weight.split([self.nope, self.v_dim], dim=1)  # (H, nope, r), (H, v, r)
+        q = torch.cat([q_nope @ w_uk, pos.rotate(q_rope, cache.start)], dim=-1)  # (B, H, T, r + rope)
+        latent = latent_key[..., : self.kv_lora_rank]
+        y = attention_at_positions(q, latent_key, latent, cache.start, first, pos, self.layer,
+                                   scale=(self.nope + self.rope) ** -0.5) @ w_uv.transpose(1, 2)  # (B, H, T, v)
+        if self.kv_up.bias is not None:  # the key bias adds q·b_K to every score of a query: softmax ignores it
+            y = y + self.kv_up.bias.view(self.n_heads, self.nope + self.v_dim)[:, None, self.nope :]
+        return self.out_proj(self.gate_heads(x, y.transpose(1, 2).flatten(2)))

@@ -21,8 +21,8 @@ class LearnedPositionalEmbedding(PositionalEncoding):
         super().__init__(spec)
         self.table = nn.Embedding(spec.block_size, spec.d_model)
 
-    def embed(self, h: torch.Tensor) -> torch.Tensor:
-        return h + self.table(torch.arange(h.shape[1], device=h.device))
+    def embed(self, h: torch.Tensor, start: int = 0) -> torch.Tensor:
+        return h + self.table(torch.arange(start, start + h.shape[1], device=h.device))
 
 
 def _check_base(base: float) -> list[str]:
@@ -50,24 +50,26 @@ class SinusoidalPositionalEmbedding(PositionalEncoding):
     def check(cls, spec: ModelSpec, knobs: dict) -> list[str]:
         return _check_base(knobs["base"])
 
-    def embed(self, h: torch.Tensor) -> torch.Tensor:
-        return h + self.table[: h.shape[1]].to(h.dtype)
+    def embed(self, h: torch.Tensor, start: int = 0) -> torch.Tensor:
+        return h + self.table[start : start + h.shape[1]].to(h.dtype)
 
 
 def rope_angles(
-    t: int, dim: int, base: float, device: torch.device, dtype: torch.dtype = torch.float32
+    t: int, dim: int, base: float, device: torch.device, dtype: torch.dtype = torch.float32, start: int = 0
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """cos and sin, each (T, dim), for rotating channel pairs (i, i + dim/2) by position · base^(-2i/dim)."""
+    """cos and sin, each (T, dim), for rotating channel pairs (i, i + dim/2) by position · base^(-2i/dim), at
+    positions start … start+T-1."""
     inv_freq = base ** (-torch.arange(0, dim, 2, device=device, dtype=dtype) / dim)
-    angles = torch.outer(torch.arange(t, device=device, dtype=dtype), inv_freq)  # (T, dim/2)
+    angles = torch.outer(torch.arange(start, start + t, device=device, dtype=dtype), inv_freq)  # (T, dim/2)
     angles = torch.cat([angles, angles], dim=-1)
     return angles.cos(), angles.sin()
 
 
-def apply_rope(x: torch.Tensor, base: float) -> torch.Tensor:
-    """x: (B, H, T, D), D even -> x rotated so that q·k depends only on the offset between positions."""
+def apply_rope(x: torch.Tensor, base: float, start: int = 0) -> torch.Tensor:
+    """x: (B, H, T, D), D even, at positions start … start+T-1 -> x rotated so that q·k depends only on the
+    offset between positions."""
     dtype = torch.promote_types(x.dtype, torch.float32)  # half precision rotates in float32; float64 stays float64
-    cos, sin = rope_angles(x.shape[-2], x.shape[-1], base, x.device, dtype)
+    cos, sin = rope_angles(x.shape[-2], x.shape[-1], base, x.device, dtype, start)
     x1, x2 = x.chunk(2, dim=-1)
     rotated_half = torch.cat([-x2, x1], dim=-1)
     return (x.to(dtype) * cos + rotated_half.to(dtype) * sin).to(x.dtype)
@@ -90,8 +92,8 @@ class RotaryPositionalEncoding(PositionalEncoding):
             )
         return problems
 
-    def rotate(self, x: torch.Tensor) -> torch.Tensor:
-        return apply_rope(x, self.base)
+    def rotate(self, x: torch.Tensor, start: int = 0) -> torch.Tensor:
+        return apply_rope(x, self.base, start)
 
 
 def t5_relative_buckets(offset: torch.Tensor, num_buckets: int, max_distance: int) -> torch.Tensor:

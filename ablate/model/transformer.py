@@ -8,7 +8,7 @@ import math
 import torch
 from torch import nn
 
-from ablate.components import Attention, Block, Component, ForwardContext, ModelSpec, PositionalEncoding
+from ablate.components import Attention, Block, Component, DecodeCache, ForwardContext, ModelSpec, PositionalEncoding
 
 
 class PreNormBlock(Block):
@@ -78,16 +78,31 @@ class TransformerLM(nn.Module):
 
     def forward(self, idx: torch.Tensor) -> torch.Tensor:
         """idx: (B, T) token ids, T <= block_size -> logits (B, T, vocab_size)."""
-        if idx.shape[1] > self.spec.block_size:
-            raise ValueError(f"sequence length {idx.shape[1]} exceeds model.block_size={self.spec.block_size}")
-        x = self.drop(self.pos_enc.embed(self.token_embedding(idx)))
-        context = ForwardContext()  # what the layers share in this pass (model.value_residual: layer 0's values)
+        return self._logits(idx, ForwardContext())  # (model.value_residual: layer 0's values are shared there)
+
+    def decode(self, idx: torch.Tensor, cache: DecodeCache) -> torch.Tensor:
+        """idx: (B, T_new), the next tokens of sequences whose earlier tokens `cache` holds (a new DecodeCache: none)
+        -> logits (B, T_new, vocab_size), equal to forward's at those positions; the tokens join the cache. The
+        whole sequence must fit in block_size (past it, start a new cache from the last block_size tokens)."""
+        logits = self._logits(idx, ForwardContext(cache=cache))
+        cache.start += idx.shape[1]
+        return logits
+
+    def _logits(self, idx: torch.Tensor, context: ForwardContext) -> torch.Tensor:
+        start = context.cache.start if context.cache is not None else 0
+        if start + idx.shape[1] > self.spec.block_size:
+            raise ValueError(f"sequence length {start + idx.shape[1]} exceeds model.block_size={self.spec.block_size}")
+        x = self.drop(self.pos_enc.embed(self.token_embedding(idx), start))
         for layer, block in enumerate(self.blocks):
             x = block(x, self.pos_enc_at(layer), context)
         logits = self.head(self.final_norm(x))
         if self.spec.logit_softcap is not None:
             logits = soft_cap(logits, self.spec.logit_softcap)
         return logits
+
+    def cache_numel(self, t: int) -> int:
+        """Numbers of decoding state one sequence keeps after t tokens, over every layer (`Attention.cache_numel`)."""
+        return sum(m.cache_numel(t) for _, m in self.components() if isinstance(m, Attention))
 
     def pos_enc_at(self, layer: int) -> PositionalEncoding:
         """The positional encoding layer `layer` attends with."""

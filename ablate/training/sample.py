@@ -9,6 +9,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from ablate.components import DecodeCache
+
 PROMPT_CHARS = 24  # a default prompt's length at most: a few words, whole ones
 
 
@@ -53,20 +55,29 @@ def top_p_filter(logits: torch.Tensor, top_p: float) -> torch.Tensor:
 def generate(
     model: torch.nn.Module, prompt: list[int], n_tokens: int, temperature: float, top_p: float, seed: int
 ) -> list[int]:
-    """Extend `prompt` by n_tokens ids; the context is cropped to the model's block size."""
+    """Extend `prompt` by n_tokens ids, decoding with the model's cache (`TransformerLM.decode`); the context is
+    cropped to the model's block size: once the sequence is longer, each step starts a new cache from its last
+    block_size tokens, so every step sees exactly what a full forward over the cropped context sees."""
     device = next(model.parameters()).device
     generator = torch.Generator(device=device).manual_seed(seed)
     ids = torch.tensor([prompt], dtype=torch.long, device=device)
     block_size = model.spec.block_size
     was_training = model.training
     model.eval()
+    cache = DecodeCache()
+    logits = model.decode(ids[:, -block_size:], cache)
     for _ in range(n_tokens):
-        logits = model(ids[:, -block_size:])[0, -1].float()
+        last = logits[0, -1].float()
         if temperature == 0:
-            next_id = logits.argmax()
+            next_id = last.argmax()
         else:
-            probs = top_p_filter(logits / temperature, top_p).softmax(-1)
+            probs = top_p_filter(last / temperature, top_p).softmax(-1)
             next_id = torch.multinomial(probs, 1, generator=generator)[0]
         ids = torch.cat([ids, next_id.view(1, 1)], dim=1)
+        if cache.start < block_size:
+            logits = model.decode(next_id.view(1, 1), cache)
+        else:
+            cache = DecodeCache()
+            logits = model.decode(ids[:, -block_size:], cache)
     model.train(was_training)
     return ids[0].tolist()
