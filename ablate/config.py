@@ -224,6 +224,9 @@ def _check_train(t: TrainSpec) -> list[str]:
         value = getattr(t, name)
         if value is not None and value <= 0:
             problems.append(f"train.{name}={value} must be > 0 (or null)")
+    if t.inference.decode_tokens < 0 or t.inference.batch < 1:
+        problems.append(f"train.inference needs decode_tokens >= 0 (0: no timing) and batch >= 1, not "
+                        f"decode_tokens={t.inference.decode_tokens}, batch={t.inference.batch}")
     if t.keep_checkpoints not in KEEP_CHECKPOINTS:
         problems.append(f"train.keep_checkpoints={t.keep_checkpoints} must be one of {', '.join(KEEP_CHECKPOINTS)} "
                         f"(what a completed run keeps: checkpoints and final weights, final weights only, nothing)")

@@ -19,7 +19,7 @@ COMPONENT_FAMILIES = ("pos_enc", "attention", "ffn", "norm", "placement")
 # config hash (so a rerun with other logging continues the same run), run and job-dir names, and the keys the
 # comparison report ignores. `debug` is the fault injection of runs recorded before it moved into the tests.
 RECORDING_ONLY = ("out_dir", "logger", "device", "resume", "study", "sweep", "debug", "hydra", "data.cache_dir",
-                  "train.keep_checkpoints")
+                  "train.keep_checkpoints", "train.inference")
 # Keys that make a run a repeat of the same variant, not another variant (data.order: how the seed and data.seed
 # pick the order of training batches, ablate.data.batches.order_seed).
 REPEAT_KEYS = ("seed", "data.seed", "data.order")
@@ -162,6 +162,14 @@ class SampleSpec:
 
 
 @dataclass
+class InferenceSpec:
+    """What is measured after training (`ablate.training.inference`); it changes nothing that is trained."""
+
+    decode_tokens: int = 32  # greedy steps timed with the cache (0: no timing; the KV-cache size is always given)
+    batch: int = 8  # the second decode measurement's batch (the first is batch 1)
+
+
+@dataclass
 class TrainSpec:
     """The schema of conf/train/*.yaml; its defaults live in conf/train/default.yaml."""
 
@@ -182,6 +190,7 @@ class TrainSpec:
     checkpoint_every: int | None
     sample: SampleSpec
     keep_checkpoints: str = "all"  # KEEP_CHECKPOINTS; the default for configs recorded before the key existed
+    inference: InferenceSpec = field(default_factory=InferenceSpec)
 
     def total_steps(self, device: str, block_size: int) -> int:
         """The step budget: an explicit token budget wins, then explicit steps, then the per-device default."""

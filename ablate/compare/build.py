@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ablate.compare import lr_sensitivity, page, plots_html, plots_png
+from ablate.compare import cost, lr_sensitivity, page, plots_html, plots_png
 from ablate.compare.charts import Options, final_points, section_charts
 from ablate.compare.group import Section, group_runs
 from ablate.compare.load import Run, load_runs
@@ -54,6 +54,12 @@ def build_report(inputs: list[str], out: Path, options: Options | None = None,
                             if html else None))
             if png:
                 report.files.append(plots_png.final_png(points, title, report.out / f"{section.slug}_final.png"))
+        costs = cost.cost_points(section, rows)
+        if costs:
+            title = f"{section.title}: cost vs quality (final val loss vs KV cache per sequence)"
+            figures.append((f"{section.slug}-cost", "cost vs quality", cost.cost_figure(costs, title) if html else None))
+            if png:
+                report.files.append(cost.cost_png(costs, title, report.out / f"{section.slug}_cost.png"))
         missing = []
         for axis, charts in section_charts(section, options).items():
             if not any(len(line.x) for chart in charts for line in chart.lines):

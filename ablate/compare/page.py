@@ -26,6 +26,8 @@ CURVES_CAPTION = ("Thick line: mean over completed seeds (baseline in black); sh
                   "that did not complete, drawn up to where it stopped and marked there (✕ diverged, ■ failed, "
                   "▶ running). Click a legend entry to hide a variant, drag to zoom, double-click to reset.")
 FINAL_CAPTION = "Each dot is one completed seed; the diamond and bar are the mean ± std over seeds."
+COST_CAPTION = ("One point per variant: its mean final val loss (bar: ± std over seeds) against the decoding state "
+                "one sequence needs at the full context (log scale). Lower and further left is better.")
 VERDICT_CLASSES = {stats.BETTER: "better", stats.WORSE: "worse", stats.NOISE: "noise", stats.SINGLE: "single",
                    stats.BASELINE: "baseline"}
 
@@ -36,7 +38,7 @@ h1 { margin: 24px 0 4px; } h2 { margin-top: 40px; border-bottom: 2px solid #ddd;
 .meta, .note { color: #555; } .note { margin: 2px 0; font-size: 14px; }
 table.results { border-collapse: collapse; width: 100%; font-size: 13px; margin: 10px 0 6px; }
 /* cells wrap at their spaces ("4.0100 ± 0.0100 (n=3)" on two lines), so 18 columns fit 1400 px without scrolling */
-.results th, .results td { border-bottom: 1px solid #e4e4e4; padding: 4px 6px; text-align: right;
+.results th, .results td { border-bottom: 1px solid #e4e4e4; padding: 4px 5px; text-align: right;
                            white-space: normal; overflow-wrap: normal; }
 .results th { background: #f5f5f5; white-space: normal; vertical-align: bottom; }
 .table-wrap { overflow-x: auto; }
@@ -126,7 +128,8 @@ def render(sections: list[Section], tables: list[list[VariantRow]], figures: lis
         charts = []
         for div_id, heading, figure in section_figures:
             all_figures[div_id] = figure
-            caption = CURVES_CAPTION if div_id.endswith(tuple(AXIS_TITLES)) else FINAL_CAPTION
+            caption = (CURVES_CAPTION if div_id.endswith(tuple(AXIS_TITLES)) else
+                       COST_CAPTION if div_id.endswith("-cost") else FINAL_CAPTION)
             charts.append(f'<h3>{html.escape(heading)}</h3><p class="note">{caption}</p>'
                           f'<div class="chart" id="{div_id}"></div>')
         parts.append(f'<section id="{section.slug}"><h2>{html.escape(section.title)}</h2>'

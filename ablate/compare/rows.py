@@ -42,6 +42,10 @@ class VariantRow:
     time_s: float | None = None  # mean training time (excludes eval) over counted seeds
     tokens_per_s_std: float | None = None  # sample std over the same seeds (None with one)
     time_s_std: float | None = None
+    kv_cache_bytes: float | None = None  # inference/kv_cache_bytes (the same for every seed)
+    decode_tokens_per_s: float | None = None  # means over the counted seeds of inference/*
+    decode_tokens_per_s_batched: float | None = None
+    prefill_tokens_per_s: float | None = None
     lr: str = ""  # train.lr of its runs (several values joined with "/": a variant mixing them)
     peak_mem_bytes: float | None = None  # max over seeds
     statuses: Counter = field(default_factory=Counter)
@@ -73,6 +77,10 @@ def variant_row(label: str, runs: list[Run]) -> VariantRow:
     measured = done or runs  # a variant that never completed still shows what its runs cost
     row.tokens_per_s, row.tokens_per_s_std = _mean(measured, "perf/tokens_per_s"), _std(measured, "perf/tokens_per_s")
     row.time_s, row.time_s_std = _mean(measured, "time_s"), _std(measured, "time_s")
+    row.kv_cache_bytes = _first(runs, "inference/kv_cache_bytes")
+    row.decode_tokens_per_s = _mean(measured, "inference/decode_tokens_per_s")
+    row.decode_tokens_per_s_batched = _mean(measured, "inference/decode_tokens_per_s_batched")
+    row.prefill_tokens_per_s = _mean(measured, "inference/prefill_tokens_per_s")
     row.lr = "/".join(dict.fromkeys(str(lr) for r in runs if (lr := (r.config.get("train") or {}).get("lr"))
                                     is not None))
     peaks = [p for r in runs if (p := r.number("perf/peak_mem_bytes")) is not None]

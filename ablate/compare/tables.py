@@ -12,12 +12,12 @@ from ablate.compare.group import Section
 from ablate.compare.rows import VariantRow, status_text
 
 COLUMNS = ["variant", "lr", "final val loss", "best val loss", "Δ vs baseline", "% vs baseline", "test", "p", "p (Holm)",
-           "verdict", "seeds for 80% power", "compute ×", "params (total / non-emb.)", "tokens/s (machine)", "train time (machine)",
-           "peak memory", "runs", "flags"]
+           "verdict", "seeds for 80% power", "compute ×", "params (total / non-emb.)", "KV cache · decode tok/s",
+           "tokens/s (machine)", "train time (machine)", "peak memory", "runs", "flags"]
 PHASE_COLUMNS = ["phase", "components", "change", "final val loss", "% vs phase 0 (cumulative)",
                  "% vs previous phase", "test", "p vs phase 0", "p (Holm)", "verdict vs phase 0",
-                 "seeds for 80% power", "compute ×", "params (total / non-emb.)", "tokens/s", "train time", "peak memory", "runs",
-                 "flags"]
+                 "seeds for 80% power", "compute ×", "params (total / non-emb.)", "KV cache · decode tok/s",
+                 "tokens/s", "train time", "peak memory", "runs", "flags"]
 
 DEFINITIONS = """\
 - Statistics use completed runs only (n = their seeds); diverged, failed and running runs are counted in `runs`.
@@ -51,6 +51,12 @@ variant's).
 the lr of study.lr_grid whose stage-1 run (first seed, short budget) ended with the lowest final val loss; the \
 `lr sensitivity` section shows those losses per lr, and its runs are left out of every other table.
 - `params`: parameters in total and without the embedding tables (input embedding and, if untied, the output head).
+- `KV cache · decode tok/s`: bytes of decoding state one sequence needs at the model's block_size (summary.json \
+`inference/kv_cache_bytes`): Σ over layers of the attention's own formula (`Attention.cache_numel`: keys and values \
+per kv head for MHA/GQA/MQA, the latent plus the shared RoPE key for MLA, a window for local, a fixed state for \
+linear attention) × the bytes of the decoding dtype; then (depends on the machine) greedy decoding tokens/s with that \
+cache, batch 1, after training on the run's device, mean over seeds. summary.csv has both, the batched rate and \
+prefill tokens/s.
 - `tokens/s`, `train time` (marked `machine`: they depend on the hardware and its load, not on the architecture \
 alone; identical runs on a busy machine can differ ~2×): mean ± sample std over seeds; `train time` is training seconds (evaluation excluded). \
 `peak memory`: max over seeds, where recorded.
@@ -147,6 +153,8 @@ def cells(row: VariantRow, phases: bool = False) -> list[str]:
     tokens = (f"{row.tokens_per_s:,.0f}" + (f" ± {row.tokens_per_s_std:,.0f}" if row.tokens_per_s_std is not None
                                              else "")) if row.tokens_per_s is not None else "–"
     seconds = duration(row.time_s) + (f" ± {duration(row.time_s_std)}" if row.time_s_std is not None else "")
+    inference = memory(row.kv_cache_bytes) + (f" · {row.decode_tokens_per_s:,.0f}/s"
+                                               if row.decode_tokens_per_s is not None else "")
     flags = f"{len(row.flags)} ⚠" if row.flags else ""
     label = f"{row.label} (baseline)" if row.is_baseline else row.label
     test = comparison.test if comparison and not math.isnan(comparison.p_value) else "–"
@@ -156,13 +164,13 @@ def cells(row: VariantRow, phases: bool = False) -> list[str]:
         return [label, row.components, row.change or "–", spread_text(row.final_spread),
                 number(comparison.pct if comparison else None, 2, signed=True) + ("%" if comparison else ""),
                 number(row.pct_vs_previous, 2, signed=True) + ("%" if row.pct_vs_previous is not None else ""),
-                test, p_raw, p_holm, row.verdict, power_text(comparison), compute_text(row), params, tokens,
-                seconds, memory(row.peak_mem_bytes), status_text(row.statuses), flags]
+                test, p_raw, p_holm, row.verdict, power_text(comparison), compute_text(row), params,
+                inference, tokens, seconds, memory(row.peak_mem_bytes), status_text(row.statuses), flags]
     return [label, row.lr or "–", spread_text(row.final_spread), spread_text(row.best_spread),
             number(comparison.delta if comparison else None, 4, signed=True),
             number(comparison.pct if comparison else None, 2, signed=True) + ("%" if comparison else ""),
-            test, p_raw, p_holm, row.verdict, power_text(comparison), compute_text(row), params, tokens,
-            seconds, memory(row.peak_mem_bytes), status_text(row.statuses), flags]
+            test, p_raw, p_holm, row.verdict, power_text(comparison), compute_text(row), params,
+            inference, tokens, seconds, memory(row.peak_mem_bytes), status_text(row.statuses), flags]
 
 
 def section_heading(section: Section, rows: list[VariantRow]) -> str:
@@ -206,7 +214,9 @@ CSV_FIELDS = ["section", "study", "varies", "variant", "is_baseline", "phase", "
               # added with paired seeds, Holm and power (older columns keep their names and meaning)
               "p_test", "p_value", "p_adjusted", "seeds_for_80pct_power", "compute_x", "compute_x_low",
               "compute_x_high", "compute_x_extrapolated", "compute_x_flops", "compute_x_time", "lr", "tokens_per_s_std",
-              "train_time_s_std"]
+              "train_time_s_std",
+              # added with inference accounting (summary.json inference/*)
+              "kv_cache_bytes", "decode_tokens_per_s", "decode_tokens_per_s_batched", "prefill_tokens_per_s"]
 
 
 def csv_text(sections: list[Section], tables: list[list[VariantRow]]) -> str:
@@ -241,6 +251,9 @@ def csv_text(sections: list[Section], tables: list[list[VariantRow]]) -> str:
                 "seeds_for_80pct_power": _power_raw(comparison),
                 **_compute_raw(row),
                 "lr": row.lr, "tokens_per_s_std": _raw(row.tokens_per_s_std), "train_time_s_std": _raw(row.time_s_std),
+                "kv_cache_bytes": _raw(row.kv_cache_bytes), "decode_tokens_per_s": _raw(row.decode_tokens_per_s),
+                "decode_tokens_per_s_batched": _raw(row.decode_tokens_per_s_batched),
+                "prefill_tokens_per_s": _raw(row.prefill_tokens_per_s),
             })
     return out.getvalue()
 

@@ -29,6 +29,7 @@ from ablate.training.checkpoint import Checkpointer, keep_after_completion, read
 from ablate.weights import FINAL_WEIGHTS, save_final_weights
 from ablate.training.device import peak_flops, pick_device
 from ablate.training.evaluate import Evaluator
+from ablate.training.inference import inference_costs
 from ablate.training.optim import lr_at, make_optimizer, set_lr
 from ablate.training.parallelize import parallelize
 from ablate.training.progress import progress_display
@@ -189,6 +190,7 @@ def _run(cfg: DictConfig, mspec: ModelSpec, tspec: TrainSpec, data, files: RunFi
     if summary.status == RUNNING:
         trainer.checkpointer.final(state)
         save_final_weights(model, files.dir)  # model.safetensors: what load_model and the exporter read
+        summary.inference = inference_costs(model, device, tspec.inference)
         if tspec.sample.tokens:
             prompt, source = sample_prompt(tspec.sample.prompt, data.val, data.tokenizer)
             ids = generate(model, data.tokenizer.encode(prompt).tolist(), tspec.sample.tokens,

@@ -85,6 +85,7 @@ class RunSummary:
     tokens_per_s: float | None = None
     diverged_at_step: int | None = None
     error: str | None = None
+    inference: dict[str, Any] = field(default_factory=dict)  # inference/* (ablate.training.inference), at the end
     _status: str = field(default=RUNNING, repr=False)
 
     @classmethod
@@ -135,4 +136,5 @@ class RunSummary:
         values = {key: getattr(self, attr) for key, attr in KEYS.items()}
         head = {"status": self._status, **self.choices}
         identity = {k: values.pop(k) for k in ("model", "data", "seed", "config_hash", "run_dir", "overrides")}
-        return {**head, **identity, **self.study, **{k: v for k, v in values.items() if v is not None}}
+        return {**head, **identity, **self.study, **{k: v for k, v in values.items() if v is not None},
+                **self.inference}
