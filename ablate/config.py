@@ -95,9 +95,16 @@ def model_spec(cfg: DictConfig, vocab_size: int | None = None) -> ModelSpec:
         **dims,
         **patterns,
         **{family: choice(cfg[family]) for family in COMPONENT_FAMILIES},
-        dropout=float(cfg.dropout.p),
+        dropout=_dropout(cfg.dropout, "residual"),
+        attention_dropout=_dropout(cfg.dropout, "attention"),
         seed=int(cfg.seed),
     )
+
+
+def _dropout(node: DictConfig, where: str) -> float:
+    """dropout.<where> (attention or residual) if given, else dropout.p."""
+    value = node.get(where)
+    return float(node.p if value is None else value)
 
 
 def train_spec(cfg: DictConfig) -> TrainSpec:
@@ -111,8 +118,12 @@ def _check_dims(spec: ModelSpec) -> list[str]:
         heads = [h for h in range(1, spec.d_model + 1) if spec.d_model % h == 0 and h <= 64]
         problems.append(f"model.d_model={spec.d_model} must be divisible by model.n_heads={spec.n_heads}; "
                         f"pick n_heads from {heads}")
-    if not 0.0 <= spec.dropout < 1.0:
+    if len({spec.dropout, spec.attention_dropout}) == 1 and not 0.0 <= spec.dropout < 1.0:
         problems.append(f"dropout.p={spec.dropout} must be in [0, 1)")
+    else:
+        for key, value in (("residual", spec.dropout), ("attention", spec.attention_dropout)):
+            if not 0.0 <= value < 1.0:
+                problems.append(f"dropout.{key}={value} must be in [0, 1) (null: dropout.p)")
     if not math.isfinite(spec.init_std) or spec.init_std <= 0:
         problems.append(f"model.init_std={spec.init_std} must be a finite number > 0")
     if not (math.isfinite(spec.z_loss) and spec.z_loss >= 0):

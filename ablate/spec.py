@@ -33,6 +33,7 @@ ADDED_DEFAULTS: dict[str, Any] = {
     "model.z_loss": 0.0, "model.logit_softcap": None, "model.attention_pattern": None, "model.pos_enc_pattern": None,
     "model.value_residual": False, "attention.qk_norm": False, "attention.gate": False,
     "data.order": "fixed",  # runs before data.order drew batches from data.seed alone
+    "dropout.attention": None, "dropout.residual": None,  # null: dropout.p, as before the split
 }
 
 # Defaults changed without changing what is trained (train.sample.prompt: only the text written after training):
@@ -105,7 +106,8 @@ class ModelSpec:
     ffn: Choice
     norm: Choice
     placement: Choice
-    dropout: float = 0.0
+    dropout: float = 0.0  # on the embeddings and each sublayer's output (dropout.residual, else dropout.p)
+    attention_dropout: float = 0.0  # on attention weights (dropout.attention, else dropout.p)
     bias: bool = False
     tie_embeddings: bool = True
     init_std: float = 0.02

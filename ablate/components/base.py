@@ -162,7 +162,7 @@ class Attention(Component, nn.Module):
         super().__init__()
         self.layer = layer
         self.d_model = spec.d_model
-        self.dropout_p = spec.dropout
+        self.dropout_p = spec.attention_dropout
         self.value_residual = spec.value_residual
 
     def __call__(self, x: torch.Tensor, pos: PositionalEncoding, context: ForwardContext | None = None
