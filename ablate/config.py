@@ -235,6 +235,9 @@ def _check_train(t: TrainSpec) -> list[str]:
         value = getattr(t, name)
         if value is not None and value <= 0:
             problems.append(f"train.{name}={value} must be > 0 (or null)")
+    if t.grad_accum < 1 or t.batch_size % t.grad_accum:
+        problems.append(f"train.grad_accum={t.grad_accum} must be a positive divisor of train.batch_size="
+                        f"{t.batch_size} (each optimizer step splits the batch into that many micro-batches)")
     if t.inference.decode_tokens < 0 or t.inference.batch < 1:
         problems.append(f"train.inference needs decode_tokens >= 0 (0: no timing) and batch >= 1, not "
                         f"decode_tokens={t.inference.decode_tokens}, batch={t.inference.batch}")

@@ -34,6 +34,7 @@ ADDED_DEFAULTS: dict[str, Any] = {
     "model.value_residual": False, "attention.qk_norm": False, "attention.gate": False,
     "data.order": "fixed",  # runs before data.order drew batches from data.seed alone
     "dropout.attention": None, "dropout.residual": None,  # null: dropout.p, as before the split
+    "train.grad_accum": 1,
 }
 
 # Defaults changed without changing what is trained (train.sample.prompt: only the text written after training):
@@ -192,6 +193,7 @@ class TrainSpec:
     checkpoint_every: int | None
     sample: SampleSpec
     keep_checkpoints: str = "all"  # KEEP_CHECKPOINTS; the default for configs recorded before the key existed
+    grad_accum: int = 1  # micro-batches per step: batch_size stays the batch of one optimizer step
     inference: InferenceSpec = field(default_factory=InferenceSpec)
 
     def total_steps(self, device: str, block_size: int) -> int:

@@ -36,7 +36,7 @@ from ablate.training.progress import progress_display
 from ablate.training.sample import generate, sample_file, sample_prompt
 from ablate.training.sink import MetricsSink
 from ablate.training.state import TrainState
-from ablate.training.step import LossMeter, Throughput, backward, compute_losses, finite
+from ablate.training.step import LossMeter, Throughput, finite, forward_backward
 from ablate.training.summary import COMPLETED, FINISHED, RUNNING, RunSummary
 
 log = logging.getLogger(__name__)
@@ -222,8 +222,7 @@ class Trainer:
                 step, tic = state.step + 1, time.perf_counter()
                 lr = set_lr(state.optimizer, lr_at(step - 1, self.total_steps, spec))
                 x, y = (t.to(self.device, non_blocking=True) for t in state.batches.next())
-                losses = compute_losses(self.step_fn, state.model, x, y, self.device)
-                values = backward(losses, state, spec.grad_clip)
+                values = forward_backward(self.step_fn, state, x, y, self.device, spec.grad_accum, spec.grad_clip)
                 if not finite(values):
                     self.diverged(step, values)
                     break

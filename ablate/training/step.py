@@ -30,9 +30,9 @@ class Losses:
             total = total + loss
         return total
 
-    def values(self) -> dict[str, float]:
-        """Python floats (this synchronizes the device): train/loss and train/aux/<family>."""
-        return {"train/loss": self.ce.item(), **{f"train/aux/{f}": loss.item() for f, loss in self.aux.items()}}
+    def tensors(self) -> dict[str, torch.Tensor]:
+        """The logged losses by name: train/loss and train/aux/<family> (scalars, on the device)."""
+        return {"train/loss": self.ce, **{f"train/aux/{f}": loss for f, loss in self.aux.items()}}
 
 
 def compute_losses(step_fn: torch.nn.Module, model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor,
@@ -45,13 +45,21 @@ def compute_losses(step_fn: torch.nn.Module, model: torch.nn.Module, x: torch.Te
     return Losses(F.cross_entropy(logits.float().flatten(0, 1), y.flatten()), aux)
 
 
-def backward(losses: Losses, state: TrainState, grad_clip: float) -> dict[str, float]:
-    """Gradients of the total loss (clipped to norm `grad_clip` if > 0); returns the logged values."""
+def forward_backward(step_fn: torch.nn.Module, state: TrainState, x: torch.Tensor, y: torch.Tensor, device: str,
+                     grad_accum: int, grad_clip: float) -> dict[str, float]:
+    """Gradients of the batch's mean total loss, accumulated over `grad_accum` equal micro-batches (each one's loss
+    divided by grad_accum, so the gradient is the full batch's), clipped to norm `grad_clip` if > 0; returns the
+    logged values, each the mean over the micro-batches."""
     state.optimizer.zero_grad(set_to_none=True)
-    losses.total.backward()
+    logged: dict[str, torch.Tensor] = {}
+    for x_micro, y_micro in zip(x.chunk(grad_accum), y.chunk(grad_accum)):
+        losses = compute_losses(step_fn, state.model, x_micro, y_micro, device)
+        (losses.total / grad_accum).backward()
+        for key, value in losses.tensors().items():
+            logged[key] = logged[key] + value.detach() / grad_accum if key in logged else value.detach() / grad_accum
     if grad_clip > 0:
         torch.nn.utils.clip_grad_norm_(state.model.parameters(), grad_clip)
-    return losses.values()  # also synchronizes the device, so the step's timing is real
+    return {key: value.item() for key, value in logged.items()}  # also synchronizes: the step's timing is real
 
 
 def finite(values: dict[str, float]) -> bool:

@@ -78,9 +78,9 @@ def test_z_loss_joins_the_minimized_loss_and_is_logged_apart_from_cross_entropy(
     torch.testing.assert_close(losses.ce, F.cross_entropy(logits.float().flatten(0, 1), y.flatten()))
     torch.testing.assert_close(losses.aux["z_loss"], 0.5 * torch.logsumexp(logits, -1).pow(2).mean(), **TOL)
     torch.testing.assert_close(losses.total, losses.ce + losses.aux["z_loss"])
-    values = losses.values()
-    assert values["train/loss"] == pytest.approx(losses.ce.item()) and "train/aux/z_loss" in values
-    assert base.aux == {} and set(base.values()) == {"train/loss"}
+    values = losses.tensors()
+    assert values["train/loss"].item() == pytest.approx(losses.ce.item()) and "train/aux/z_loss" in values
+    assert base.aux == {} and set(base.tensors()) == {"train/loss"}
     losses.total.backward()  # the z-loss reaches the weights
     grad_with_z = with_z.head.weight.grad.clone()
     base.total.backward()

@@ -12,7 +12,7 @@ from ablate.model.attention_sparse import compiled_flex_attention
 from ablate.training.optim import make_optimizer
 from ablate.training.parallelize import parallelize
 from ablate.training.state import TrainState
-from ablate.training.step import LossMeter, backward, compute_losses
+from ablate.training.step import LossMeter, compute_losses, forward_backward
 from tests.fixtures.variants import FIXTURE_OVERRIDES, PenalizedMLP
 
 TINY = ["model=tiny", "train=smoke", "logger=none", "data.max_bytes=3000000", "device=cpu"]
@@ -31,7 +31,7 @@ def test_the_step_minimizes_cross_entropy_plus_aux_and_reports_cross_entropy():
     params = [p for p in model.parameters()]
     ce_grads = torch.autograd.grad(losses.ce, params, retain_graph=True, allow_unused=True)
     aux_grads = torch.autograd.grad(sum(penalties), params, retain_graph=True, allow_unused=True)
-    values = backward(losses, state, grad_clip=0.0)
+    values = forward_backward(model, state, x, y, "cpu", grad_accum=1, grad_clip=0.0)
 
     assert set(losses.aux) == {"ffn"} and torch.equal(losses.aux["ffn"], penalties[0] + penalties[1])
     assert values == {"train/loss": losses.ce.item(), "train/aux/ffn": losses.aux["ffn"].item()}
@@ -40,6 +40,36 @@ def test_the_step_minimizes_cross_entropy_plus_aux_and_reports_cross_entropy():
         torch.testing.assert_close(p.grad, expected)
     up = next(i for i, p in enumerate(params) if p is model.blocks[0].ffn.up.weight)
     assert not torch.allclose(params[up].grad, ce_grads[up])  # the aux term is really in the gradient
+
+
+def test_gradient_accumulation_gives_the_full_batch_gradient_and_mean_losses():
+    cfg = ablate.compose(["model=tiny", "dropout=off", *PENALIZED])
+    model = ablate.build_model(cfg).double()
+    state = TrainState(model, make_optimizer(model, train_spec(cfg), "cpu"), None)
+    x, y = torch.randint(0, 256, (2, 4, 32)).unbind(0)
+    whole = forward_backward(model, state, x, y, "cpu", grad_accum=1, grad_clip=0.0)
+    grads = [p.grad.clone() for p in model.parameters()]
+    split = forward_backward(model, state, x, y, "cpu", grad_accum=4, grad_clip=0.0)
+    for p, g in zip(model.parameters(), grads):
+        torch.testing.assert_close(p.grad, g, atol=1e-12, rtol=1e-10)
+    assert split["train/loss"] == pytest.approx(whole["train/loss"], abs=1e-6)  # cross-entropy runs in float32
+
+
+def test_a_run_with_grad_accum_ends_where_the_plain_run_ends(tmp_path):
+    """Same global batch, two micro-batches per step: the same training up to float summation order."""
+    base = [*TINY, "dropout=off", "train.max_steps=10"]
+    plain = ablate.train(ablate.compose([*base, f"out_dir={tmp_path / 'plain'}"]))
+    accumulated = ablate.train(ablate.compose([*base, "train.grad_accum=2", f"out_dir={tmp_path / 'accum'}"]))
+    assert accumulated["final/val_loss"] == pytest.approx(plain["final/val_loss"], abs=1e-4)
+    assert accumulated["config_hash"] != plain["config_hash"]
+
+
+def test_grad_accum_must_divide_the_batch():
+    from ablate.config import validate
+    from ablate.spec import SpecError
+
+    with pytest.raises(SpecError, match="train.grad_accum=3 must be a positive divisor of train.batch_size=8"):
+        validate(ablate.compose([*TINY, "train.grad_accum=3"]))
 
 
 def test_a_run_logs_each_aux_loss_as_a_mean_beside_train_loss(tmp_path):
