@@ -27,7 +27,7 @@ from ablate.sweep.manifest import FILENAME as MANIFEST
 from ablate.track import RunFiles, config_hash
 from ablate.training.checkpoint import Checkpointer, keep_after_completion, read_checkpoint
 from ablate.weights import FINAL_WEIGHTS, save_final_weights
-from ablate.training.device import peak_flops, pick_device
+from ablate.training.device import enable_tf32, peak_flops, pick_device
 from ablate.training.evaluate import Evaluator
 from ablate.training.inference import inference_costs
 from ablate.training.optim import lr_at, make_optimizer, set_lr
@@ -36,7 +36,7 @@ from ablate.training.progress import progress_display
 from ablate.training.sample import generate, sample_file, sample_prompt
 from ablate.training.sink import MetricsSink
 from ablate.training.state import TrainState
-from ablate.training.step import LossMeter, Throughput, finite, forward_backward
+from ablate.training.step import DivergenceGuard, LossMeter, Throughput, forward_backward
 from ablate.training.summary import COMPLETED, FINISHED, RUNNING, RunSummary
 
 log = logging.getLogger(__name__)
@@ -155,6 +155,7 @@ def _run(cfg: DictConfig, mspec: ModelSpec, tspec: TrainSpec, data, files: RunFi
     device = pick_device(str(cfg.device))
     if device.startswith("cuda"):
         torch.cuda.reset_peak_memory_stats(torch.device(device))  # the previous job of a multirun is not ours
+    enable_tf32(device)
     log.info("data: %d train / %d val tokens (%s cache at %s)", len(data.train), len(data.val),
              "built" if data.built else "reused", data.cache_dir)
 
@@ -211,6 +212,7 @@ class Trainer:
         self.state, self.step_fn, self.tspec, self.total_steps, self.device = state, step_fn, tspec, total_steps, device
         self.evaluator, self.checkpointer, self.sink, self.summary = evaluator, checkpointer, sink, summary
         self.hooks, self.meter, self.throughput = hooks, LossMeter(), Throughput(state)
+        self.guard = DivergenceGuard(state.optimizer, device)
         self.fpt, self.peak = summary.flops_per_token, peak_flops(device)
 
     def run(self) -> None:
@@ -223,8 +225,9 @@ class Trainer:
                 lr = set_lr(state.optimizer, lr_at(step - 1, self.total_steps, spec))
                 x, y = (t.to(self.device, non_blocking=True) for t in state.batches.next())
                 values = forward_backward(self.step_fn, state, x, y, self.device, spec.grad_accum, spec.grad_clip)
-                if not finite(values):
-                    self.diverged(step, values)
+                self.guard.record(step, values)
+                if (not self.guard.deferred or self.syncs_at(step)) and (bad := self.guard.diverged()):
+                    self.diverged(*bad)
                     break
                 state.optimizer.step()
                 state.advance(x.numel(), time.perf_counter() - tic)  # x: batch × sequence length
@@ -240,6 +243,11 @@ class Trainer:
                 for hook in self.hooks:
                     hook(state)
                 progress.update(step, **new)
+
+    def syncs_at(self, step: int) -> bool:
+        """Steps where the loop reads the device anyway (a train row, an eval, a checkpoint, the last step)."""
+        every = (self.tspec.log_every, self.tspec.eval_every, self.checkpointer.every or 0)
+        return step == self.total_steps or any(n and step % n == 0 for n in every)
 
     def _position(self) -> dict[str, Any]:
         return {"step": self.state.step, "tokens": self.state.tokens, "time_s": self.state.time_s}

@@ -3,7 +3,6 @@ logged since the previous row, and throughput net of the first step's one-time c
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
@@ -46,10 +45,11 @@ def compute_losses(step_fn: torch.nn.Module, model: torch.nn.Module, x: torch.Te
 
 
 def forward_backward(step_fn: torch.nn.Module, state: TrainState, x: torch.Tensor, y: torch.Tensor, device: str,
-                     grad_accum: int, grad_clip: float) -> dict[str, float]:
+                     grad_accum: int, grad_clip: float) -> dict[str, torch.Tensor]:
     """Gradients of the batch's mean total loss, accumulated over `grad_accum` equal micro-batches (each one's loss
     divided by grad_accum, so the gradient is the full batch's), clipped to norm `grad_clip` if > 0; returns the
-    logged values, each the mean over the micro-batches."""
+    logged values, each the mean over the micro-batches, as tensors on the device (reading them is a host sync,
+    which the loop does only where it logs)."""
     state.optimizer.zero_grad(set_to_none=True)
     logged: dict[str, torch.Tensor] = {}
     for x_micro, y_micro in zip(x.chunk(grad_accum), y.chunk(grad_accum)):
@@ -59,27 +59,51 @@ def forward_backward(step_fn: torch.nn.Module, state: TrainState, x: torch.Tenso
             logged[key] = logged[key] + value.detach() / grad_accum if key in logged else value.detach() / grad_accum
     if grad_clip > 0:
         torch.nn.utils.clip_grad_norm_(state.model.parameters(), grad_clip)
-    return {key: value.item() for key, value in logged.items()}  # also synchronizes: the step's timing is real
+    return logged
 
 
-def finite(values: dict[str, float]) -> bool:
-    return all(math.isfinite(v) for v in values.values())
+class DivergenceGuard:
+    """Notes, on the device, the first step whose logged losses are not finite, without a host sync. With a fused
+    optimizer it also skips every update from that step on (the optimizer's `found_inf` flag, as torch's GradScaler
+    uses it), so the loop may read the flag only at its sync points (log, eval, checkpoint, last step) and still end
+    the run at the exact step with the weights from before it. An unfused optimizer has no such flag: its loop reads
+    the flag every step, before the update (on a CPU, where the unfused optimizer is used, a read costs nothing)."""
+
+    def __init__(self, optimizer: torch.optim.Optimizer, device: str):
+        self.optimizer = optimizer
+        self.deferred = all(group.get("fused") for group in optimizer.param_groups)
+        self.first_bad = torch.zeros((), dtype=torch.long, device=device)
+        self.bad_values: dict[str, torch.Tensor] = {}
+
+    def record(self, step: int, values: dict[str, torch.Tensor]) -> None:
+        newly_bad = ~torch.stack([torch.isfinite(v) for v in values.values()]).all() & (self.first_bad == 0)
+        self.first_bad = torch.where(newly_bad, step, self.first_bad)
+        self.bad_values = {k: torch.where(newly_bad, v, self.bad_values.get(k, v)) for k, v in values.items()}
+        if self.deferred:
+            self.optimizer.found_inf = (self.first_bad > 0).float()
+
+    def diverged(self) -> tuple[int, dict[str, float]] | None:
+        """(the first non-finite step, its logged values), or None. Reads the device."""
+        step = int(self.first_bad)
+        return (step, {k: float(v) for k, v in self.bad_values.items()}) if step else None
 
 
 class LossMeter:
-    """Each logged loss averaged over the steps since the previous train row."""
+    """Each logged loss averaged over the steps since the previous train row; summed on the device, read once."""
 
     def __init__(self) -> None:
-        self.values: dict[str, list[float]] = {}
+        self.sums: dict[str, torch.Tensor | float] = {}
+        self.counts: dict[str, int] = {}
 
-    def add(self, values: dict[str, float]) -> None:
+    def add(self, values: dict[str, torch.Tensor | float]) -> None:
         for key, value in values.items():
-            self.values.setdefault(key, []).append(value)
+            self.sums[key] = self.sums[key] + value if key in self.sums else value
+            self.counts[key] = self.counts.get(key, 0) + 1
 
     def means(self) -> dict[str, float]:
         """The means, and a fresh start for the next row."""
-        means = {key: sum(v) / len(v) for key, v in self.values.items()}
-        self.values = {}
+        means = {key: float(total) / self.counts[key] for key, total in self.sums.items()}
+        self.sums, self.counts = {}, {}
         return means
 
 

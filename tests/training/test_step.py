@@ -12,7 +12,7 @@ from ablate.model.attention_sparse import compiled_flex_attention
 from ablate.training.optim import make_optimizer
 from ablate.training.parallelize import parallelize
 from ablate.training.state import TrainState
-from ablate.training.step import LossMeter, compute_losses, forward_backward
+from ablate.training.step import DivergenceGuard, LossMeter, compute_losses, forward_backward
 from tests.fixtures.variants import FIXTURE_OVERRIDES, PenalizedMLP
 
 TINY = ["model=tiny", "train=smoke", "logger=none", "data.max_bytes=3000000", "device=cpu"]
@@ -31,7 +31,7 @@ def test_the_step_minimizes_cross_entropy_plus_aux_and_reports_cross_entropy():
     params = [p for p in model.parameters()]
     ce_grads = torch.autograd.grad(losses.ce, params, retain_graph=True, allow_unused=True)
     aux_grads = torch.autograd.grad(sum(penalties), params, retain_graph=True, allow_unused=True)
-    values = forward_backward(model, state, x, y, "cpu", grad_accum=1, grad_clip=0.0)
+    values = {k: v.item() for k, v in forward_backward(model, state, x, y, "cpu", grad_accum=1, grad_clip=0.0).items()}
 
     assert set(losses.aux) == {"ffn"} and torch.equal(losses.aux["ffn"], penalties[0] + penalties[1])
     assert values == {"train/loss": losses.ce.item(), "train/aux/ffn": losses.aux["ffn"].item()}
@@ -52,7 +52,7 @@ def test_gradient_accumulation_gives_the_full_batch_gradient_and_mean_losses():
     split = forward_backward(model, state, x, y, "cpu", grad_accum=4, grad_clip=0.0)
     for p, g in zip(model.parameters(), grads):
         torch.testing.assert_close(p.grad, g, atol=1e-12, rtol=1e-10)
-    assert split["train/loss"] == pytest.approx(whole["train/loss"], abs=1e-6)  # cross-entropy runs in float32
+    assert split["train/loss"].item() == pytest.approx(whole["train/loss"].item(), abs=1e-6)  # float32 cross-entropy
 
 
 def test_a_run_with_grad_accum_ends_where_the_plain_run_ends(tmp_path):
@@ -81,6 +81,26 @@ def test_a_run_logs_each_aux_loss_as_a_mean_beside_train_loss(tmp_path):
     assert all(r["train/aux/ffn"] > 0 for r in train_rows)
     assert not any("train/aux/ffn" in r for r in rows if "val/loss" in r)
     assert summary["final/train_loss"] == train_rows[-1]["train/loss"]
+
+
+def test_the_divergence_guard_skips_fused_updates_from_the_first_bad_step_until_it_is_read():
+    """A fused optimizer (on CUDA the trainer's; fused AdamW runs on CPU too) takes the guard's found_inf: the
+    update of a non-finite step and of every later one is skipped on the device, with no host sync, so the loop
+    may read the flag steps later and still stop with the weights from before the bad step."""
+    weight = torch.nn.Parameter(torch.ones(4))
+    optimizer = torch.optim.AdamW([weight], lr=0.1, fused=True)
+    guard = DivergenceGuard(optimizer, "cpu")
+    assert guard.deferred and not DivergenceGuard(torch.optim.AdamW([weight]), "cpu").deferred
+    snapshots = []
+    for step, loss in enumerate([1.0, 0.9, float("nan"), 0.8, 0.7], start=1):
+        weight.grad = torch.full((4,), loss if loss == loss else float("nan"))
+        guard.record(step, {"train/loss": torch.tensor(loss)})
+        optimizer.step()
+        snapshots.append(weight.detach().clone())
+    assert guard.diverged()[0] == 3 and guard.diverged()[1]["train/loss"] != guard.diverged()[1]["train/loss"]
+    assert not torch.equal(snapshots[1], snapshots[0])  # steps 1 and 2 updated
+    for later in snapshots[2:]:
+        assert torch.equal(later, snapshots[1])  # the bad step and every later one did not
 
 
 def test_the_loss_meter_averages_since_the_previous_row():
