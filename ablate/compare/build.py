@@ -77,7 +77,7 @@ def build_report(inputs: list[str], out: Path, options: Options | None = None,
     across = transfers(sections, tables)
     lrs = lr_sensitivity.sensitivities(tuning)
     if png:
-        report.files += [lr_sensitivity.png(s, report.out / f"lr_sensitivity_{s.study}.png") for s in lrs]
+        report.files += [lr_sensitivity.png(s, report.out / f"lr_sensitivity_{s.slug}.png") for s in lrs]
     extra = [*markdown_lines(across), *lr_sensitivity.markdown_lines(lrs)]
     report.files.insert(0, _write(report.out / "summary.md", markdown(sections, tables, header, extra)))
     report.files.insert(1, _write(report.out / "summary.csv", csv_text(sections, tables)))

@@ -44,6 +44,8 @@ def identity(run: Run) -> dict[str, str]:
     for key, (new, before) in CHANGED_DEFAULTS.items():
         if flat.get(key) == str(new):
             flat[key] = str(before)
+    if (run.config.get("study") or {}).get("tune_lr"):  # study.tune_lr chose this lr for the variant: part of it
+        flat.pop("train.lr", None)
     return {k: v for k, v in flat.items() if not ignored(k)}
 
 

@@ -31,6 +31,11 @@ class Sensitivity:
         return min(finite)[1] if finite else None
 
     @property
+    def slug(self) -> str:
+        """The study and scale as a file-name part: `ffn_small`."""
+        return self.study.replace(" · model=", "_")
+
+    @property
     def lrs(self) -> list[float]:
         return sorted({lr for by_lr in self.losses.values() for lr in by_lr})
 
@@ -59,7 +64,7 @@ def sensitivities(tuning: list[Run]) -> list[Sensitivity]:
         loss = math.inf if run.status == "diverged" else run.number("final/val_loss")
         if lr is None or loss is None or run.status not in ("completed", "diverged"):
             continue
-        study = str(run.summary.get("study") or "study")
+        study = f"{run.summary.get('study') or 'study'} · model={run.summary.get('model')}"  # one plot per scale
         found.setdefault(study, Sensitivity(study)).losses.setdefault(variant_label(run), {})[float(lr)] = loss
     return [found[s] for s in sorted(found)]
 
@@ -139,7 +144,7 @@ def html_block(items: list[Sensitivity]) -> str:
                           xaxis_type="log")
         head = "".join(f"<th>{html.escape(c)}</th>" for c in _columns(s))
         body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in _rows(s))
-        parts.append(f'<section id="lr-{html.escape(s.study)}"><h2>lr sensitivity: {html.escape(s.study)}</h2>'
+        parts.append(f'<section id="lr-{html.escape(s.slug)}"><h2>lr sensitivity: {html.escape(s.study)}</h2>'
                      f'<p class="note">{html.escape(CAPTION)}</p><div class="table-wrap"><table class="results">'
                      f'<thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>'
                      f'{pio.to_html(fig, full_html=False, include_plotlyjs=False)}</section>')

@@ -107,6 +107,24 @@ def test_a_tuning_study_runs_each_seed_at_its_variants_best_lr_and_a_rerun_skips
     lrs = {row.label.split(" ")[0]: row.lr for row in report.tables[0]}
     assert lrs == {ffn: str(lr) for ffn, lr in lr_of.items()}
     summary_md = (tmp_path / "report" / "summary.md").read_text()
-    assert "## lr sensitivity: ffn" in summary_md and "(and 4 lr-tuning runs" in summary_md
-    assert (tmp_path / "report" / "lr_sensitivity_ffn.png").stat().st_size > 10_000
-    assert 'id="lr-ffn"' in (tmp_path / "report" / "report.html").read_text()
+    assert "## lr sensitivity: ffn · model=tiny" in summary_md and "(and 4 lr-tuning runs" in summary_md
+    assert (tmp_path / "report" / "lr_sensitivity_ffn_tiny.png").stat().st_size > 10_000
+    assert 'id="lr-ffn_tiny"' in (tmp_path / "report" / "report.html").read_text()
+
+
+def test_a_tuned_studys_variants_are_its_options_whatever_lr_each_chose(tmp_path):
+    """Each option of a tune_lr study trains at its own lr: that lr is part of the variant (the `lr` column), not
+    a second factor that would split the study into option × lr rows and break the transfer across scales."""
+    import yaml
+
+    from tests.compare.fake_runs import write_run
+
+    for ffn, lr, final in (("relu", 0.003, 3.0), ("swiglu", 0.001, 2.9)):
+        for seed in (0, 1):
+            run = write_run(tmp_path / "sweep" / f"{ffn}-{seed}", final + 0.01 * seed, seed=seed, ffn=ffn,
+                            summary_extra={"study": "ffn", "varies": "ffn", "baseline": "relu"})
+            config = yaml.safe_load((run / "config.yaml").read_text())
+            config["study"]["tune_lr"], config["train"]["lr"] = True, lr
+            (run / "config.yaml").write_text(yaml.safe_dump(config))
+    report = build_report([str(tmp_path / "sweep")], tmp_path / "report", html=False, png=False)
+    assert {row.label: row.lr for row in report.tables[0]} == {"relu": "0.003", "swiglu": "0.001"}
