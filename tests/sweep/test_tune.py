@@ -61,6 +61,15 @@ def test_a_tuning_sweep_that_cannot_work_is_refused_in_one_line(overrides, messa
     assert len(errors) == 1 and message in errors[0]
 
 
+def test_tune_lr_without_a_study_is_refused_in_one_line(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        plan_main(["++study.tune_lr=true", "++study.lr_grid=[1e-3,3e-3]", "model=tiny"])
+    assert exit_info.value.code == 2
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("config error:")]
+    assert errors == ["config error: study.tune_lr: there is no study to tune; add one, e.g. +study=ffn "
+                      "study.tune_lr=true"]
+
+
 def test_a_refused_tuning_sweep_writes_nothing(tmp_path):
     cmd = [sys.executable, "-m", "ablate.run", "-m", "+study=ffn", "study.tune_lr=true", "study.lr_grid=[]",
            *TINY, f"hydra.sweep.dir={tmp_path / 'sweep'}"]
