@@ -53,7 +53,7 @@ def tuning_problems(config: DictConfig, cli_jobs: list[list[str]]) -> list[str]:
     """What makes a tuning sweep impossible, one line each naming the field and the fix."""
     study = config.get("study")
     problems = []
-    if not study.get("name"):  # `++study.tune_lr=true` alone: no variants to give their own lr
+    if not (study.get("name") or study.get("varies")):  # `++study.tune_lr=true` alone: no variants to tune
         problems.append("study.tune_lr: there is no study to tune; add one, e.g. +study=ffn study.tune_lr=true")
     grid = study.get("lr_grid")
     if grid is None or not OmegaConf.is_list(grid) or len(grid) == 0:
