@@ -58,13 +58,19 @@ def attention_at_positions(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, q_
     """Decoding's attention: q (B, H, Tq, D) at positions q_start …, k and v (B, H_kv, Tk, D) at positions
     k_start …, already rotated -> (B, H, Tq, D_v). A query attends to the keys `visible(q_pos, k_pos)` allows (the
     option's pattern), with `pos`'s score bias of each (query - key) offset."""
-    q_pos = torch.arange(q_start, q_start + q.shape[-2], device=q.device)[:, None]
+    b, h, tq, _ = q.shape
+    q_pos = torch.arange(q_start, q_start + tq, device=q.device)[:, None]
     k_pos = torch.arange(k_start, k_start + k.shape[-2], device=q.device)[None, :]
     bias = pos.offset_bias(layer, q_pos - k_pos) if pos.acts_on == "bias" else None  # (H, Tq, Tk)
-    mask = mask_with_bias(visible(q_pos, k_pos), bias, q.dtype)
-    if k.shape[1] != q.shape[1]:
-        k, v = (x.repeat_interleave(q.shape[1] // k.shape[1], dim=1) for x in (k, v))
-    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale)
+    mask = mask_with_bias(visible(q_pos, k_pos), bias, q.dtype)  # (Tq, Tk) or (H, Tq, Tk)
+    group = h // k.shape[1]
+    if group == 1:
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale)
+    # the G query heads that share a kv head become G·Tq rows against it: no copy of the cache per query head
+    q = q.reshape(b, k.shape[1], group * tq, q.shape[-1])
+    mask = mask.repeat(group, 1) if mask.dim() == 2 else mask.reshape(k.shape[1], group * tq, -1)
+    y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale)  # (B, H_kv, G·Tq, D_v)
+    return y.reshape(b, h, tq, v.shape[-1])
 
 
 class QKNorm(nn.Module):
