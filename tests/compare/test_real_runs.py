@@ -26,5 +26,6 @@ def test_compare_two_real_tiny_runs(tmp_path, tiny_overrides):
     assert {r["variant"] for r in csv_rows} == {"mha", "mqa"}
     assert all(float(r["final_val_loss_mean"]) > 0 for r in csv_rows)
     names = sorted(p.name for p in (tmp_path / "out").glob("*.png"))
-    assert names == ["attention_final.png", "attention_step.png", "attention_time.png"]
+    assert names == ["attention_cost.png", "attention_final.png", "attention_step.png", "attention_time.png"]
+    assert rows["mqa"].kv_cache_bytes < rows["mha"].kv_cache_bytes  # each run's own cache, from summary.json
     assert "<0.001" not in (tmp_path / "out" / "summary.md").read_text()  # no p-value from single runs
