@@ -43,6 +43,9 @@ def run(cfg: DictConfig) -> float | None:
     # SystemExit is not an Exception, so Hydra's launcher does not catch it: that is what stops a fail-fast sweep.
     keep_going = hydra_cfg.mode == RunMode.MULTIRUN and not cfg.sweep.fail_fast
     try:
+        if hydra_cfg.mode == RunMode.RUN and (cfg.get("study") or {}).get("tune_lr"):
+            raise SpecError(["study.tune_lr: tuning is a sweep (each option at each lr, then every seed at the best); "
+                             "add -m, e.g. python -m ablate.run -m +study=ffn study.tune_lr=true"])
         summary = train(cfg, list(hydra_cfg.overrides.task))
     except SpecError as e:
         for line in e.problems:

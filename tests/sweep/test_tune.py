@@ -137,3 +137,12 @@ def test_a_tuned_studys_variants_are_its_options_whatever_lr_each_chose(tmp_path
             (run / "config.yaml").write_text(yaml.safe_dump(config))
     report = build_report([str(tmp_path / "sweep")], tmp_path / "report", html=False, png=False)
     assert {row.label: row.lr for row in report.tables[0]} == {"relu": "0.003", "swiglu": "0.001"}
+
+
+def test_tune_lr_on_a_single_run_is_refused_not_ignored(tmp_path):
+    cmd = [sys.executable, "-m", "ablate.run", "+study=ffn", "study.tune_lr=true", *TINY,
+           f"hydra.run.dir={tmp_path / 'run'}"]
+    result = subprocess.run(cmd, capture_output=True, text=True, env=ENV, timeout=600)
+    assert result.returncode == 2
+    assert "config error: study.tune_lr: tuning is a sweep" in result.stdout + result.stderr
+    assert not (tmp_path / "run").exists()
