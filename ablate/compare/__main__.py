@@ -119,6 +119,8 @@ def main(argv: list[str] | None = None) -> int:
     except (SkippedWarning, ManifestWarning) as e:
         console.print(f"[red]--strict: {e}[/red]")
         return 1
+    for note in report.notes:
+        console.print(f"[dim]{note}[/dim]")
     for section, rows in zip(report.sections, report.tables):
         console.print(terminal_table(section, rows))
         for note in section.notes:

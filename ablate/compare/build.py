@@ -28,22 +28,24 @@ class Report:
     sections: list[Section]
     tables: list[list[VariantRow]]
     files: list[Path] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # about the whole report (e.g. superseded lr-tuning runs)
 
 
 def build_report(inputs: list[str], out: Path, options: Options | None = None,
                  baselines: dict[str, str] | None = None, html: bool = True, png: bool = True) -> Report:
     options = options or Options()
-    runs, tuning = lr_sensitivity.split_tuning(load_runs(inputs))  # study.tune_lr's stage 1: its own section
+    runs, tuning, superseded = lr_sensitivity.split_tuning(load_runs(inputs))  # study.tune_lr's stage 1 apart
     if not runs:
         raise NoRuns(f"no run directories (*/summary.json with a status) under: {' '.join(inputs)}")
     sections = split_by_scale(group_runs(runs, baselines))
     _unique_slugs(sections)
     tables = [section_rows(section) for section in sections]
-    report = Report(out=Path(out), runs=runs, sections=sections, tables=tables)
+    report = Report(out=Path(out), runs=runs, sections=sections, tables=tables, notes=superseded)
     report.out.mkdir(parents=True, exist_ok=True)
     header = _header(inputs, runs, options)
     if tuning:
         header[0] += f" (and {len(tuning)} lr-tuning runs, in the lr sensitivity section)"
+    header += superseded
     html_figures = []
     for section, rows in zip(sections, tables):
         figures = []

@@ -2,13 +2,19 @@
 the lr of its stage-1 runs (one line per variant, one plot per study), and the lr it was then trained at.
 
 Stage-1 runs (summary.json `lr_tuning: true`) are short runs at each lr of the grid on the first seed; they are kept
-out of the main tables, which compare variants at their chosen lr and full budget."""
+out of the main tables, which compare variants at their chosen lr and full budget.
+
+A tuning sweep rerun with another grid or budget may choose another lr: its older runs stay on disk, and the sweep's
+record of its current choices (`lr_tuning/choices.json`) says which are current. A stage-2 run at an lr its sweep no
+longer chooses, and a stage-1 run its current choice was not made from, are left out (said in the header), so a
+variant's row never mixes lrs nor the plot budgets."""
 
 from __future__ import annotations
 
 import html
+import json
 import math
-from collections import defaultdict
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -16,6 +22,7 @@ import plotly.io as pio
 from matplotlib.figure import Figure
 
 from ablate.compare.load import Run
+from ablate.sweep.tune import CHOICES, TUNING_DIR, variant_hash
 
 DPI = 110
 
@@ -40,10 +47,64 @@ class Sensitivity:
         return sorted({lr for by_lr in self.losses.values() for lr in by_lr})
 
 
-def split_tuning(runs: list[Run]) -> tuple[list[Run], list[Run]]:
-    """(the runs to compare, the stage-1 runs of lr tuning)."""
+def split_tuning(runs: list[Run]) -> tuple[list[Run], list[Run], list[str]]:
+    """(the runs to compare, the stage-1 runs of lr tuning, what was left out as superseded: a line each)."""
     tuning = [r for r in runs if r.summary.get("lr_tuning")]
-    return [r for r in runs if not r.summary.get("lr_tuning")], tuning
+    runs = [r for r in runs if not r.summary.get("lr_tuning")]
+    choices = _Choices()
+    stale_final = [r for r in runs if choices.superseded(r)]
+    stale_tuning = [r for r in tuning if choices.stale_stage1(r)]
+    notes = []
+    if stale_final:
+        by_lr = Counter(f"{_lr(r):g}" for r in stale_final)
+        notes.append(f"{len(stale_final)} runs left out, trained at an lr their sweep's lr tuning no longer chooses "
+                     f"(the grid or budget changed; lr_tuning/{CHOICES} has the current choice): "
+                     + ", ".join(f"{count} at lr {lr}" for lr, count in sorted(by_lr.items())))
+    if stale_tuning:
+        notes.append(f"{len(stale_tuning)} lr-tuning runs left out of the lr sensitivity section: the current "
+                     f"choice was not made from them (lr_tuning/{CHOICES})")
+    return ([r for r in runs if r not in stale_final], [r for r in tuning if r not in stale_tuning], notes)
+
+
+def _lr(run: Run) -> float | None:
+    lr = (run.config.get("train") or {}).get("lr")
+    return None if lr is None else float(lr)
+
+
+class _Choices:
+    """Each tuning sweep's lr_tuning/choices.json, read once (None: no record, or one written before it named the
+    variants' configs, which leaves every run in)."""
+
+    def __init__(self) -> None:
+        self.read: dict[Path, list[dict] | None] = {}
+
+    def of(self, sweep_dir: Path) -> list[dict] | None:
+        if sweep_dir not in self.read:
+            try:
+                entries = json.loads((sweep_dir / TUNING_DIR / CHOICES).read_text())
+            except (OSError, ValueError):
+                entries = None
+            self.read[sweep_dir] = entries if isinstance(entries, list) and all(
+                isinstance(e, dict) and "variant_hash" in e and "tried" in e for e in entries) else None
+        return self.read[sweep_dir]
+
+    def superseded(self, run: Run) -> bool:
+        """A stage-2 run of a tuning study whose sweep now chooses another lr for its variant."""
+        entries = self.of(run.dir.parent) if (run.config.get("study") or {}).get("tune_lr") else None
+        if not entries or _lr(run) is None:
+            return False
+        identity = variant_hash(run.config)
+        chosen = [e["lr"] for e in entries if e["variant_hash"] == identity]
+        return bool(chosen) and chosen[0] is not None and not math.isclose(_lr(run), chosen[0])
+
+    def stale_stage1(self, run: Run) -> bool:
+        """A stage-1 run that the sweep's current choices were not made from."""
+        sweep_dir = run.dir.parent.parent
+        entries = self.of(sweep_dir) if run.dir.parent.name == TUNING_DIR else None
+        if not entries:
+            return False
+        current = {str(sweep_dir / tried["run"]) for e in entries for tried in e["tried"]}
+        return str(run.dir) not in current
 
 
 def variant_label(run: Run) -> str:

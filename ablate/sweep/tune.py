@@ -11,19 +11,19 @@ as the study would without tuning. Rerunning the command skips each finished run
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from ablate.track.files import atomic_write
-
 from ablate.naming import job_dirname
 from ablate.spec import REPEAT_KEYS, SpecError, key_in
+from ablate.track.files import atomic_write, config_hash
 
 log = logging.getLogger("ablate")
 TUNING_DIR = "lr_tuning"  # stage 1's run dirs, under the sweep dir
@@ -122,12 +122,17 @@ def best_lr(losses: dict[float, float | None]) -> float | None:
     return min(finite)[1] if finite else None
 
 
+def stage1_losses(sweep_dir: Path, jobs: dict[float, list[str]]) -> dict[float, float | None]:
+    """One variant's stage-1 losses by lr, from its runs' records on disk."""
+    return {lr: loss_of(read_summary(tuning_dir(sweep_dir, job))) for lr, job in jobs.items()}
+
+
 def choose_lrs(sweep_dir: Path, stage1: dict[tuple[str, ...], dict[float, list[str]]]
                ) -> dict[tuple[str, ...], float | None]:
     """Each variant's chosen lr from stage 1's records on disk (so a rerun that skipped them chooses the same)."""
     chosen = {}
     for variant, jobs in stage1.items():
-        losses = {lr: loss_of(read_summary(tuning_dir(sweep_dir, job))) for lr, job in jobs.items()}
+        losses = stage1_losses(sweep_dir, jobs)
         lr = chosen[variant] = best_lr(losses)
         name = " ".join(variant) or "defaults"
         if lr is None:
@@ -157,6 +162,7 @@ class TuningPlan:
 
     stage1: dict[tuple[str, ...], dict[float, list[str]]]
     jobs: list[list[str]]  # the study's jobs, every seed, without an lr
+    identities: dict[tuple[str, ...], str] = field(default_factory=dict)  # variant -> variant_hash of its config
 
     @classmethod
     def of(cls, config: DictConfig, cli_jobs: list[list[str]], jobs: list[list[str]]) -> TuningPlan | None:
@@ -167,11 +173,13 @@ class TuningPlan:
         problems = tuning_problems(config, cli_jobs)
         if problems:
             raise SpecError(problems)
-        stage1 = {}
+        stage1, identities = {}, {}
         for job in first_seed_jobs(jobs):
-            steps = tuning.steps or max(1, round(DEFAULT_FRACTION * full_budget(config, job)))
+            job_config = compose_job(config, job)
+            steps = tuning.steps or max(1, round(DEFAULT_FRACTION * full_budget(job_config)))
             stage1[variant_of(job)] = {lr: tuning_job(job, lr, steps) for lr in tuning.grid}
-        return cls(stage1=stage1, jobs=jobs)
+            identities[variant_of(job)] = variant_hash(OmegaConf.to_container(job_config, resolve=True))
+        return cls(stage1=stage1, jobs=jobs, identities=identities)
 
     def stage1_jobs(self) -> list[list[str]]:
         return [job for by_lr in self.stage1.values() for job in by_lr.values()]
@@ -179,20 +187,50 @@ class TuningPlan:
     def final_jobs(self, sweep_dir: Path) -> list[list[str]]:
         """Stage 2's jobs, chosen from stage 1's records; the choices are written to lr_tuning/choices.json."""
         chosen = choose_lrs(sweep_dir, self.stage1)
-        record = [{"variant": list(variant), "lr": lr} for variant, lr in chosen.items()]
+        record = [{"variant": list(variant), "lr": lr, "variant_hash": self.identities.get(variant),
+                   "tried": self.tried(sweep_dir, variant)} for variant, lr in chosen.items()]
         atomic_write(sweep_dir / TUNING_DIR / CHOICES, json.dumps(record, indent=2))
         return final_jobs(self.jobs, chosen)
 
+    def tried(self, sweep_dir: Path, variant: tuple[str, ...]) -> list[dict[str, Any]]:
+        """The stage-1 runs the choice was made from (the current round: compare plots these, not older ones)."""
+        jobs = self.stage1[variant]
+        losses = stage1_losses(sweep_dir, jobs)
+        return [{"lr": lr, "run": str(tuning_dir(sweep_dir, job).relative_to(sweep_dir)),
+                 "final_val_loss": losses[lr] if losses[lr] is not None and math.isfinite(losses[lr]) else None}
+                for lr, job in jobs.items()]
 
-def full_budget(config: DictConfig, job: list[str]) -> int:
-    """The step budget the job would train for (its device as this machine resolves `device`)."""
+
+def compose_job(config: DictConfig, job: list[str]) -> DictConfig:
+    """The config one job of the sweep runs with, without the `hydra` node (as the job's own config is)."""
     from hydra.core.global_hydra import GlobalHydra
 
+    job_config = GlobalHydra.instance().config_loader().load_sweep_config(config, list(job))
+    return OmegaConf.masked_copy(job_config, [k for k in job_config if k != "hydra"])
+
+
+def full_budget(job_config: DictConfig) -> int:
+    """The step budget the job would train for (its device as this machine resolves `device`)."""
     from ablate.config import train_spec
     from ablate.training.device import pick_device
 
-    job_config = GlobalHydra.instance().config_loader().load_sweep_config(config, list(job))
     return train_spec(job_config).total_steps(pick_device(str(job_config.device)), int(job_config.model.block_size))
+
+
+def variant_hash(config: dict[str, Any]) -> str:
+    """What a variant computes whatever its seed and lr: the config hash with the repeat keys (seed, data order)
+    and train.lr blanked. It ties a stage-2 run to the choice its sweep recorded in lr_tuning/choices.json, so
+    compare can tell a run at an lr the sweep no longer chooses (the grid or budget changed since) from a current one."""
+    container = copy.deepcopy(config)
+    container.pop("hydra", None)
+    for key in (*REPEAT_KEYS, "train.lr"):
+        *parents, last = key.split(".")
+        node = container
+        for parent in parents:
+            node = node.get(parent) if isinstance(node, dict) else None
+        if isinstance(node, dict) and last in node:
+            node[last] = None
+    return config_hash(OmegaConf.create(container))
 
 
 def unchosen(sweep_dir: Path) -> list[str]:

@@ -9,6 +9,7 @@ import subprocess
 import sys
 
 import pytest
+from omegaconf import OmegaConf
 
 from ablate.compare.build import build_report
 from ablate.sweep.plan import main as plan_main
@@ -146,3 +147,46 @@ def test_tune_lr_on_a_single_run_is_refused_not_ignored(tmp_path):
     assert result.returncode == 2
     assert "config error: study.tune_lr: tuning is a sweep" in result.stdout + result.stderr
     assert not (tmp_path / "run").exists()
+
+
+def test_a_variants_identity_ignores_its_seed_data_order_and_lr_but_not_what_it_computes():
+    from ablate import compose
+    from ablate.sweep.tune import variant_hash
+
+    def identity(*overrides):
+        return variant_hash(OmegaConf.to_container(compose(["model=tiny", *overrides]), resolve=True))
+
+    relu = identity("ffn=relu")
+    assert identity("ffn=relu", "seed=3", "data.seed=5", "data.order=fixed", "train.lr=0.01") == relu
+    assert identity("ffn=swiglu") != relu and identity("ffn=relu", "train.max_steps=7") != relu
+
+
+def test_a_rerun_with_another_grid_and_budget_leaves_what_it_superseded_out_of_compare(tmp_path):
+    """The edge-of-grid warning says to widen the grid: the rerun chooses another lr and runs every seed again,
+    and the runs at the lr chosen before (and stage 1's runs at the old budget) stay on disk. compare takes the
+    current choice from lr_tuning/choices.json: a variant's row never mixes lrs, the plot never mixes budgets."""
+    sweep = tmp_path / "sweep"
+    cmd = [sys.executable, "-m", "ablate.run", "-m", "+study=ffn", "ffn=relu,swiglu", "seed=0", "study.tune_lr=true",
+           *TINY, "train.max_steps=8", f"hydra.sweep.dir={sweep}"]
+    for grid, steps in (("[1e-5]", 6), ("[1e-5,1e-2]", 4)):
+        result = subprocess.run([*cmd, f"study.lr_grid={grid}", f"study.tune_steps={steps}"], capture_output=True,
+                                text=True, env=ENV, timeout=600)
+        assert result.returncode == 0, result.stderr[-3000:]
+    choices = json.loads((sweep / "lr_tuning" / "choices.json").read_text())
+    assert [c["lr"] for c in choices] == [1e-2, 1e-2]  # 1e-5 barely moves in 4 steps: the choice changed
+    assert len(list(sweep.glob("*/summary.json"))) == 4 and len(list(sweep.glob("lr_tuning/*/summary.json"))) == 6
+
+    report = build_report([str(sweep)], tmp_path / "report", png=False)
+    assert sorted((r.summary["ffn"], r.config["train"]["lr"]) for r in report.runs) == [("relu", 0.01),
+                                                                                         ("swiglu", 0.01)]
+    assert {row.lr for row in report.tables[0]} == {"0.01"}
+    assert report.notes == ["2 runs left out, trained at an lr their sweep's lr tuning no longer chooses (the grid "
+                            "or budget changed; lr_tuning/choices.json has the current choice): 2 at lr 1e-05",
+                            "2 lr-tuning runs left out of the lr sensitivity section: the current choice was not "
+                            "made from them (lr_tuning/choices.json)"]
+    summary_md = (tmp_path / "report" / "summary.md").read_text()
+    assert "(and 4 lr-tuning runs" in summary_md
+    section = summary_md.split("## lr sensitivity")[1]
+    assert "| variant | lr 1e-05 | lr 0.01 | chosen lr |" in section
+    for choice in choices:  # the current round's losses, not the old budget's
+        assert all(f"{tried['final_val_loss']:.4f}" in section for tried in choice["tried"])
