@@ -32,19 +32,20 @@ def plan(arguments: list[str]) -> list[list[str]]:
     return checked_plan(arguments, check=False)[0]
 
 
-def checked_plan(arguments: list[str], check: bool = True) -> tuple[list[list[str]], list[list[str]]]:
-    """(the jobs, each job's config problems); a problem composing the sweep itself raises HydraException."""
+def checked_plan(arguments: list[str], check: bool = True) -> tuple[list[list[str]], list[list[str]], int]:
+    """(the jobs, each job's config problems, how many jobs follow once these ran: study.tune_lr's stage 2, whose
+    lr stage 1 chooses); a problem composing the sweep itself raises HydraException."""
     parser = OverridesParser.create()
     fixed = [o.input_line for o in parser.parse_overrides(arguments) if not o.is_sweep_override()]
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         cfg = compose(config_name="config", overrides=fixed, return_hydra_config=True)
-        jobs = _expand(cfg, parser, arguments)
+        jobs, later = _expand(cfg, parser, arguments)
         loader = GlobalHydra.instance().config_loader()
         problems = [job_problems(loader, cfg, job) if check else [] for job in jobs]
-    return jobs, problems
+    return jobs, problems, later
 
 
-def _expand(cfg: DictConfig, parser: OverridesParser, arguments: list[str]) -> list[list[str]]:
+def _expand(cfg: DictConfig, parser: OverridesParser, arguments: list[str]) -> tuple[list[list[str]], int]:
     sweeper_conf = cfg.hydra.sweeper
     params = [f"{key}={value}" for key, value in (sweeper_conf.get("params") or {}).items()]
     sweeper = get_class(sweeper_conf._target_)(max_batch_size=None, params=None)
@@ -52,7 +53,8 @@ def _expand(cfg: DictConfig, parser: OverridesParser, arguments: list[str]) -> l
         raise SystemExit(f"cannot list jobs of sweeper {sweeper_conf._target_}: it decides its jobs while running")
     sweeper.config = cfg
     batches = sweeper.split_arguments(parser.parse_overrides(params + list(arguments)), None)
-    return [job for batch in batches for job in batch]
+    tuning = getattr(sweeper, "tuning", None)
+    return [job for batch in batches for job in batch], len(tuning.jobs) if tuning else 0
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -65,7 +67,7 @@ def main(argv: list[str] | None = None) -> None:
     cli.add_argument("overrides", nargs="*", help="the sweep's overrides, e.g. attention=gqa,mla seed=0,1,2")
     arguments = cli.parse_args(sys.argv[1:] if argv is None else argv).overrides
     try:
-        jobs, problems = checked_plan(arguments)
+        jobs, problems, later = checked_plan(arguments)
     except HydraException as e:
         print(f"config error: {composition_problem(e)}", file=sys.stderr)
         raise SystemExit(2) from None
@@ -79,6 +81,8 @@ def main(argv: list[str] | None = None) -> None:
     for number, (job, bad) in enumerate(zip(jobs, problems)):
         print(f"{number:3d}{'!' if bad else ' '} {' '.join(job)}")
     print(f"{len(jobs)} jobs")
+    if later:
+        print(f"then {later} jobs, every seed of each variant at the lr these choose (study.tune_lr's stage 2)")
     for line in problem_lines(jobs, problems):
         print(f"config error: {line}", file=sys.stderr)
     if any(problems):

@@ -190,3 +190,11 @@ def test_a_rerun_with_another_grid_and_budget_leaves_what_it_superseded_out_of_c
     assert "| variant | lr 1e-05 | lr 0.01 | chosen lr |" in section
     for choice in choices:  # the current round's losses, not the old budget's
         assert all(f"{tried['final_val_loss']:.4f}" in section for tried in choice["tried"])
+
+
+def test_plan_lists_stage_one_and_says_how_many_jobs_follow(capsys):
+    plan_main(["+study=ffn", "ffn=relu,swiglu", "seed=0,1,2", "study.tune_lr=true", GRID, "model=tiny"])
+    lines = capsys.readouterr().out.splitlines()
+    assert sum("lr_tuning/" in line for line in lines) == 4  # 2 variants x 2 lrs, on the first seed
+    assert lines[-2:] == ["4 jobs", "then 6 jobs, every seed of each variant at the lr these choose "
+                                    "(study.tune_lr's stage 2)"]
