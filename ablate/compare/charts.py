@@ -79,17 +79,22 @@ class FinalPoint:
 
 def variant_colours(section: Section) -> dict[str, str]:
     """Baseline black; every other variant the palette colour its name hashes to, so a variant keeps its colour in
-    every chart and in every report of runs that include it, whatever else is in the section. Two names that hash
-    to one colour: the later in name order takes the next free one."""
+    every chart and in every report of runs that include it, whatever else is in the section."""
+    return name_colours(list(section.variants), section.baseline)
+
+
+def name_colours(labels: list[str], baseline: str | None) -> dict[str, str]:
+    """The colour of each label (`variant_colours`): two names that hash to one colour: the later in name order
+    takes the next free one."""
     colours, taken = {}, set()
-    for label in sorted(label for label in section.variants if label != section.baseline):
+    for label in sorted(label for label in labels if label != baseline):
         index = int(hashlib.sha256(label.encode()).hexdigest(), 16) % len(PALETTE)
         while PALETTE[index] in taken and len(taken) < len(PALETTE):
             index = (index + 1) % len(PALETTE)
         colours[label] = PALETTE[index]
         taken.add(PALETTE[index])
-    if section.baseline:
-        colours[section.baseline] = BASELINE_COLOUR
+    if baseline in labels:
+        colours[baseline] = BASELINE_COLOUR
     return colours
 
 

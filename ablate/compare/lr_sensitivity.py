@@ -21,6 +21,7 @@ from pathlib import Path
 import plotly.io as pio
 from matplotlib.figure import Figure
 
+from ablate.compare.charts import name_colours
 from ablate.compare.load import Run
 from ablate.sweep.tune import CHOICES, TUNING_DIR, variant_hash
 
@@ -31,6 +32,11 @@ DPI = 110
 class Sensitivity:
     study: str
     losses: dict[str, dict[float, float]] = field(default_factory=dict)  # variant -> lr -> final val loss
+    baseline: str | None = None  # the study's baseline (black, as in the report's other charts)
+
+    @property
+    def colours(self) -> dict[str, str]:
+        return name_colours(list(self.losses), self.baseline)
 
     def chosen(self, variant: str) -> float | None:
         """The lr stage 2 trained `variant` at: the lowest finite loss (the smaller lr on a tie)."""
@@ -126,7 +132,8 @@ def sensitivities(tuning: list[Run]) -> list[Sensitivity]:
         if lr is None or loss is None or run.status not in ("completed", "diverged"):
             continue
         study = f"{run.summary.get('study') or 'study'} · model={run.summary.get('model')}"  # one plot per scale
-        found.setdefault(study, Sensitivity(study)).losses.setdefault(variant_label(run), {})[float(lr)] = loss
+        sensitivity = found.setdefault(study, Sensitivity(study, baseline=run.summary.get("baseline")))
+        sensitivity.losses.setdefault(variant_label(run), {})[float(lr)] = loss
     return [found[s] for s in sorted(found)]
 
 
@@ -175,10 +182,10 @@ def png(s: Sensitivity, path: Path) -> Path:
     ax = fig.subplots()
     for variant in sorted(s.losses):
         lrs, losses = _points(s, variant)
-        line, = ax.plot(lrs, losses, marker="o", label=variant)
+        ax.plot(lrs, losses, marker="o", label=variant, color=s.colours[variant])
         chosen = s.chosen(variant)
         if chosen is not None:
-            ax.scatter([chosen], [s.losses[variant][chosen]], s=120, facecolors="none", edgecolors=line.get_color(),
+            ax.scatter([chosen], [s.losses[variant][chosen]], s=120, facecolors="none", edgecolors=s.colours[variant],
                        linewidths=2, zorder=4)
     ax.set_xscale("log")
     ax.set_xlabel("learning rate (stage 1: first seed, short budget)")
@@ -199,6 +206,7 @@ def html_block(items: list[Sensitivity]) -> str:
         for variant in sorted(s.losses):
             lrs, losses = _points(s, variant)
             fig.add_trace(go.Scatter(x=lrs, y=losses, mode="lines+markers", name=variant,
+                                     line={"color": s.colours[variant]},
                                      hovertemplate=f"{variant}: lr %{{x:g}}, loss %{{y:.4f}}<extra></extra>"))
         fig.update_layout(title={"text": f"{s.study}: lr sensitivity", "x": 0.01}, template="plotly_white",
                           height=360, xaxis_title="learning rate", yaxis_title="final validation loss",
