@@ -204,8 +204,14 @@ class TuningPlan:
 def compose_job(config: DictConfig, job: list[str]) -> DictConfig:
     """The config one job of the sweep runs with, without the `hydra` node (as the job's own config is)."""
     from hydra.core.global_hydra import GlobalHydra
+    from hydra.errors import HydraException
 
-    job_config = GlobalHydra.instance().config_loader().load_sweep_config(config, list(job))
+    from ablate.sweep.sweeper import composition_problem
+
+    try:
+        job_config = GlobalHydra.instance().config_loader().load_sweep_config(config, list(job))
+    except HydraException as e:  # an option that does not exist: the sweeper's one line, not Hydra's page
+        raise SpecError([composition_problem(e)]) from None
     return OmegaConf.masked_copy(job_config, [k for k in job_config if k != "hydra"])
 
 

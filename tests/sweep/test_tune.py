@@ -71,12 +71,17 @@ def test_tune_lr_without_a_study_is_refused_in_one_line(capsys):
                       "study.tune_lr=true"]
 
 
-def test_a_refused_tuning_sweep_writes_nothing(tmp_path):
-    cmd = [sys.executable, "-m", "ablate.run", "-m", "+study=ffn", "study.tune_lr=true", "study.lr_grid=[]",
+@pytest.mark.parametrize("override, message", [
+    ("study.lr_grid=[]", "study.lr_grid: give the learning rates to try"),
+    ("ffn=relu,reluu", "ffn=reluu is not an option; choose one of"),  # (was Hydra's page of search paths, exit 1)
+])
+def test_a_refused_tuning_sweep_writes_nothing(tmp_path, override, message):
+    cmd = [sys.executable, "-m", "ablate.run", "-m", "+study=ffn", "study.tune_lr=true", override,
            *TINY, f"hydra.sweep.dir={tmp_path / 'sweep'}"]
     result = subprocess.run(cmd, capture_output=True, text=True, env=ENV, timeout=600)
     assert result.returncode == 2
-    assert "config error: study.lr_grid: give the learning rates to try" in result.stdout + result.stderr
+    errors = [line for line in (result.stdout + result.stderr).splitlines() if "config error:" in line]
+    assert len(errors) == 1 and message in errors[0]
     assert not (tmp_path / "sweep").exists()
 
 
