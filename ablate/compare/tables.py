@@ -49,7 +49,9 @@ over seeds (2,000 resamples of both sides' seeds). The headline and summary.csv 
 variant's).
 - `lr`: the peak learning rate (train.lr) its runs trained at. With `study.tune_lr=true` it is the variant's own: \
 the lr of study.lr_grid whose stage-1 run (first seed, short budget) ended with the lowest final val loss; the \
-`lr sensitivity` section shows those losses per lr, and its runs are left out of every other table.
+`lr sensitivity` section shows those losses per lr, and its runs are left out of every other table. After a \
+rerun with another grid or budget, the runs at an lr the sweep no longer chooses, and stage-1 runs its current \
+choice was not made from, are left out (the header says how many; lr_tuning/choices.json has the choice).
 - `params`: parameters in total and without the embedding tables (input embedding and, if untied, the output head).
 - `KV cache · decode tok/s`: bytes of decoding state one sequence needs at the model's block_size (summary.json \
 `inference/kv_cache_bytes`): Σ over layers of the attention's own formula (`Attention.cache_numel`: keys and values \
