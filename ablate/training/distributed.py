@@ -113,6 +113,11 @@ def main_first(compute: Callable[[], T]) -> T:
     return compute()
 
 
+def barrier() -> None:
+    if active():
+        dist.barrier()
+
+
 def gather(value: Any) -> list[Any]:
     """Every process's `value`, in rank order ([value] for a plain run)."""
     if not active():

@@ -88,7 +88,9 @@ def train(cfg: DictConfig, overrides: list[str] | None = None, *, hooks: Iterabl
         if may_resume and previous and previous.get("config_hash") == digest and previous["status"] in FINISHED:
             log.info("%s: already %s in %s; skipped", previous.get("overrides"), previous["status"], run_dir)
             return previous
-        return _attempt(cfg, overrides, mspec, tspec, files, digest, may_resume, list(hooks))
+        summary = _attempt(cfg, overrides, mspec, tspec, files, digest, may_resume, list(hooks))
+    distributed.barrier()  # no process leaves while rank 0 still writes (a process group must end together)
+    return summary
 
 
 def choose_run_dir(cfg: DictConfig, digest: str, may_resume: bool) -> Path:

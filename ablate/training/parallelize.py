@@ -34,13 +34,13 @@ def compiles(tspec: TrainSpec, device: str) -> bool:
 
 def parallelize(model: nn.Module, tspec: TrainSpec, device: str) -> nn.Module:
     """The module the training step calls (the model itself when there is nothing to wrap)."""
+    unused = unused_parameters(model, device) if distributed.active() else []
     for module in model.modules():
         if isinstance(module, Component):
             module.compile_kernels()
     step_module = with_compiled_blocks(model) if compiles(tspec, device) else model
     if not distributed.active():
         return step_module
-    unused = unused_parameters(model, device)
     return DistributedDataParallel(step_module, device_ids=[torch.device(device).index] if device.startswith("cuda")
                                    else None, find_unused_parameters=bool(unused))
 
@@ -56,13 +56,13 @@ def with_compiled_blocks(model: nn.Module) -> nn.Module:
 
 def unused_parameters(model: nn.Module, device: str) -> list[str]:
     """The parameters no gradient reaches in one training forward and backward (through the cross-entropy and the
-    auxiliary losses, on a probe batch, random numbers put back after). DDP must be told when there are any:
-    otherwise it waits for their gradients forever."""
+    auxiliary losses) of a copy of `model` on a probe batch, random numbers put back after: the model itself and
+    the run's random streams are as they were. DDP must be told when there are any: otherwise it waits for their
+    gradients forever."""
     from ablate.training.step import compute_losses
 
-    ids = torch.zeros(1, model.spec.block_size, dtype=torch.long, device=device)
+    probe = copy.deepcopy(model)
+    ids = torch.zeros(1, probe.spec.block_size, dtype=torch.long, device=device)
     with torch.random.fork_rng(devices=[torch.device(device)] if device.startswith("cuda") else []):
-        compute_losses(model, model, ids, ids, device).total.backward()
-    unused = [name for name, p in model.named_parameters() if p.requires_grad and p.grad is None]
-    model.zero_grad(set_to_none=True)
-    return unused
+        compute_losses(probe, probe, ids, ids, device).total.backward()
+    return [name for name, p in probe.named_parameters() if p.requires_grad and p.grad is None]
