@@ -62,7 +62,7 @@ def test_two_processes_train_as_one_and_only_rank_0_writes(tmp_path):
 def test_a_ddp_run_with_grad_accum_resumes_where_an_uninterrupted_one_ends(tmp_path):
     """Dropout on, two micro-batches per process: interrupted after step 12 (checkpoint at 10) and rerun, it ends
     bit for bit where the uninterrupted two-process run ends (every process's dropout stream is in the
-    checkpoint), and within 1e-4 of one process with dropout off at the same global batch."""
+    checkpoint, each process its own)."""
     base = [*TINY[:-1], "logger=none", "train.grad_accum=2", "train.checkpoint_every=5"]
     whole = worker([*base, f"out_dir={tmp_path / 'whole'}"])
     assert whole.returncode == 0, whole.stderr[-3000:]
@@ -81,13 +81,6 @@ def test_a_ddp_run_with_grad_accum_resumes_where_an_uninterrupted_one_ends(tmp_p
     checkpoint = torch.load(tmp_path / "whole" / "checkpoints" / "last.pt", weights_only=True)
     first, second = checkpoint["rng_by_rank"]
     assert torch.equal(first["torch"], checkpoint["rng"]["torch"]) and not torch.equal(first["torch"], second["torch"])
-
-    off = [*base, "dropout=off"]
-    two = worker([*off, f"out_dir={tmp_path / 'two_off'}"])
-    assert two.returncode == 0, two.stderr[-3000:]
-    one = ablate.train(ablate.compose([*off, f"out_dir={tmp_path / 'one_off'}"]))
-    two_loss = json.loads((tmp_path / "two_off" / "summary.json").read_text())["final/val_loss"]
-    assert abs(two_loss - one["final/val_loss"]) < 1e-4
 
 
 def test_a_nan_in_one_process_ends_every_process_diverged_at_that_step(tmp_path):
