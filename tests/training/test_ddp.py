@@ -111,3 +111,28 @@ def test_a_sweep_under_torchrun_is_refused_in_one_line():
     assert result.stderr.strip() == ("config error: -m under torchrun: torchrun trains one run in several processes, "
                                      "not a sweep; run a sweep's jobs with hydra/launcher=gpus (one GPU each) or "
                                      "hydra/launcher=slurm_ddp (several each)")
+
+
+def test_a_job_of_two_submitit_tasks_is_one_run_in_two_processes(tmp_path):
+    """The path of hydra/launcher=slurm_ddp, run locally: submitit starts the job's tasks, each runs the Hydra job;
+    ranks come from the submitit job environment, the run is the one-process run."""
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "OMP_NUM_THREADS": "1"}
+    result = subprocess.run([sys.executable, "-m", "ablate.run", "-m", "hydra/launcher=submitit_local",
+                             "hydra.launcher.tasks_per_node=2", *TINY, "logger=none", f"hydra.sweep.dir={tmp_path}"],
+                            capture_output=True, text=True, env=env, cwd=REPO_ROOT, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    (summary_path,) = tmp_path.glob("*/summary.json")
+    two = json.loads(summary_path.read_text())
+    one = ablate.train(ablate.compose([*TINY, "logger=none", f"out_dir={tmp_path / 'one'}"]))
+    assert two["status"] == "completed" and two["world_size"] == 2
+    assert abs(two["final/val_loss"] - one["final/val_loss"]) < 1e-4
+
+
+def test_the_slurm_ddp_preset_gives_each_job_one_task_per_gpu():
+    result = subprocess.run([sys.executable, "-m", "ablate.run", "hydra/launcher=slurm_ddp",
+                             "hydra.launcher.gpus_per_node=4", "--cfg", "hydra", "--resolve"],
+                            capture_output=True, text=True, cwd=REPO_ROOT, timeout=120,
+                            env={**os.environ, "PYTHONPATH": str(REPO_ROOT)})
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "SlurmLauncher" in result.stdout and "max_num_timeout: 5" in result.stdout  # slurm's, self-resuming
+    assert "gpus_per_node: 4" in result.stdout and "tasks_per_node: 4" in result.stdout
