@@ -13,6 +13,7 @@ with `model`, because the optimizer, checkpoints, evaluation and sampling use `m
 from __future__ import annotations
 
 import copy
+import inspect
 
 import torch
 from torch import nn
@@ -22,7 +23,7 @@ from ablate.components import Component
 from ablate.spec import TrainSpec
 from ablate.training import distributed
 
-COMPILE_CHOICES = ("auto", "true", "false")
+DDP_KEYWORDS = inspect.signature(DistributedDataParallel.__init__).parameters
 
 
 def compiles(tspec: TrainSpec, device: str) -> bool:
@@ -41,8 +42,11 @@ def parallelize(model: nn.Module, tspec: TrainSpec, device: str) -> nn.Module:
     step_module = with_compiled_blocks(model) if compiles(tspec, device) else model
     if not distributed.active():
         return step_module
+    # every buffer is a constant built from the spec (position tables, ALiBi slopes, BigBird's seeded blocks), equal
+    # in every process: nothing to broadcast before each forward (the keyword's name changed in torch 2.13)
+    no_buffer_sync = {"forward_sync_buffers" if "forward_sync_buffers" in DDP_KEYWORDS else "broadcast_buffers": False}
     return DistributedDataParallel(step_module, device_ids=[torch.device(device).index] if device.startswith("cuda")
-                                   else None, find_unused_parameters=bool(unused))
+                                   else None, find_unused_parameters=bool(unused), **no_buffer_sync)
 
 
 def with_compiled_blocks(model: nn.Module) -> nn.Module:

@@ -136,3 +136,33 @@ def test_the_slurm_ddp_preset_gives_each_job_one_task_per_gpu():
     assert result.returncode == 0, result.stderr[-2000:]
     assert "SlurmLauncher" in result.stdout and "max_num_timeout: 5" in result.stdout  # slurm's, self-resuming
     assert "gpus_per_node: 4" in result.stdout and "tasks_per_node: 4" in result.stdout
+
+
+@pytest.fixture
+def process_group(monkeypatch, tmp_path):
+    """A one-process gloo group in this process: enough for parallelize to wrap in DDP."""
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
+    yield
+    dist.destroy_process_group()
+
+
+def test_ddp_is_told_of_parameters_no_gradient_reaches_and_the_probe_leaves_the_model_alone(process_group):
+    from torch import nn
+    from torch.nn.parallel import DistributedDataParallel
+
+    from ablate.config import train_spec
+    from ablate.training.parallelize import parallelize
+
+    cfg = ablate.compose([*TINY, *FIXTURE_OVERRIDES, "ffn=faulty"])
+    model = ablate.build_model(cfg)
+    wrapped = parallelize(model, train_spec(cfg), "cpu")
+    assert isinstance(wrapped, DistributedDataParallel) and wrapped.module is model
+    assert not wrapped.find_unused_parameters and model.blocks[0].ffn.training_forwards == 0
+    assert all(p.grad is None for p in model.parameters())
+
+    model.blocks[0].spare = nn.Linear(2, 2)  # in no forward
+    rng = torch.get_rng_state()
+    assert parallelize(model, train_spec(cfg), "cpu").find_unused_parameters
+    assert torch.equal(torch.get_rng_state(), rng)
