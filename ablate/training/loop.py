@@ -2,8 +2,9 @@
 
 The parts: `TrainState` (what a checkpoint holds; one call to save or load), `Evaluator` (the fixed val batches),
 `Checkpointer` (when to save), `MetricsSink` (run dir first, W&B second), `RunSummary` (summary.json and its
-status) and `parallelize` (compile today; DDP and activation checkpointing next). The loop knows nothing of which
-variant it trains.
+status) and `parallelize` (compile per block, DDP). The loop knows nothing of which variant it trains. In a run of
+several processes (`distributed`) every process runs this same code on its share of each batch; rank 0 alone
+writes.
 """
 
 from __future__ import annotations
