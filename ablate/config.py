@@ -238,6 +238,8 @@ def _check_train(t: TrainSpec) -> list[str]:
     if t.grad_accum < 1 or t.batch_size % t.grad_accum:
         problems.append(f"train.grad_accum={t.grad_accum} must be a positive divisor of train.batch_size="
                         f"{t.batch_size} (each optimizer step splits the batch into that many micro-batches)")
+    if str(t.compile).lower() not in ("auto", "true", "false"):
+        problems.append(f"train.compile={t.compile} must be auto (compile on CUDA only), true or false")
     if t.inference.decode_tokens < 0 or t.inference.batch < 1:
         problems.append(f"train.inference needs decode_tokens >= 0 (0: no timing) and batch >= 1, not "
                         f"decode_tokens={t.inference.decode_tokens}, batch={t.inference.batch}")
@@ -262,6 +264,19 @@ def _check_train(t: TrainSpec) -> list[str]:
     if s.prompt == "":
         problems.append("train.sample.prompt is empty: give some text, or null for the first words of the val split")
     return problems
+
+
+def _check_processes(t: TrainSpec) -> list[str]:
+    """A run of N processes (torchrun, a multi-task SLURM job) splits each global batch into N equal shares, each
+    into grad_accum micro-batches."""
+    from ablate.training.distributed import world_size  # (here: ablate.training imports this module)
+
+    world = world_size()
+    if world == 1 or t.batch_size % (world * t.grad_accum) == 0:
+        return []
+    return [f"train.batch_size={t.batch_size} must be divisible by world_size x train.grad_accum = {world} x "
+            f"{t.grad_accum} (each of the {world} processes trains on an equal share of every batch, in grad_accum "
+            f"micro-batches); choose a batch_size that is a multiple of {world * t.grad_accum}, or fewer processes"]
 
 
 def validate(cfg: DictConfig, runs_here: bool = False) -> tuple[ModelSpec, TrainSpec]:
@@ -293,6 +308,8 @@ def validate(cfg: DictConfig, runs_here: bool = False) -> tuple[ModelSpec, Train
         from ablate.training.device import device_problem  # (here: ablate.training imports this module)
 
         problems += filter(None, [device_problem(device)])
+    if runs_here and tspec is not None and tspec.grad_accum >= 1:
+        problems += _check_processes(tspec)
     if mspec is not None:
         problems += check_data_config(cfg.data, cfg.tokenizer, mspec.block_size)
     if problems:

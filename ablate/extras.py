@@ -9,6 +9,7 @@ import importlib.util
 # (override group, option) -> (plugin module, extra)
 PLUGINS = {
     ("hydra/launcher", "slurm"): ("hydra_plugins.hydra_submitit_launcher", "slurm"),
+    ("hydra/launcher", "slurm_ddp"): ("hydra_plugins.hydra_submitit_launcher", "slurm"),
     ("hydra/launcher", "submitit_slurm"): ("hydra_plugins.hydra_submitit_launcher", "slurm"),
     ("hydra/launcher", "submitit_local"): ("hydra_plugins.hydra_submitit_launcher", "slurm"),
     ("hydra/sweeper", "lr_search"): ("hydra_plugins.hydra_optuna_sweeper", "optuna"),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 import sys
 from pathlib import Path
@@ -23,18 +24,37 @@ def main() -> None:
     """`python -m ablate.run` and `ablate-run`: a launcher or sweeper from an extra that is not installed is named,
     with its pip line, before Hydra composes anything."""
     problems = missing_extras(sys.argv[1:])
-    for line in problems:
+    rank = torchrun_rank()
+    if rank is not None and {"-m", "--multirun"} & set(sys.argv[1:]):
+        problems.append("-m under torchrun: torchrun trains one run in several processes, not a sweep; run a sweep's "
+                        "jobs with hydra/launcher=gpus (one GPU each) or hydra/launcher=slurm_ddp (several each)")
+    for line in problems if not rank else ():
         print(f"config error: {line}", file=sys.stderr)
     if problems:
         sys.exit(2)
+    if rank:  # Hydra writes nothing for the other processes: they run rank 0's job in rank 0's run dir
+        sys.argv += FOLLOWER_HYDRA
     run()
+
+
+# Hydra settings of torchrun's processes other than rank 0: no job dir of their own (the working dir, which
+# exists), no .hydra/ and no log file.
+FOLLOWER_HYDRA = ["hydra.run.dir=.", "hydra.output_subdir=null", "hydra/job_logging=stdout"]
+
+
+def torchrun_rank() -> int | None:
+    """This process's rank when torchrun started several (None otherwise); read before torch is imported."""
+    return int(os.environ.get("RANK", 0)) if int(os.environ.get("WORLD_SIZE", 1)) > 1 else None
 
 
 @hydra.main(config_path=str(CONF_DIR), config_name="config", version_base="1.3")
 def run(cfg: DictConfig) -> float | None:
     from ablate.training import train  # here: a refused extra is reported without importing torch
+    from ablate.training.distributed import is_main
 
     hydra_cfg = HydraConfig.get()
+    if not is_main():  # one voice per run: the others warn on the console, never into rank 0's job log
+        quiet_follower()
     with open_dict(cfg):
         cfg.out_dir = hydra_cfg.runtime.output_dir
         if cfg.logger.name == "wandb" and cfg.logger.group is None and hydra_cfg.mode == RunMode.MULTIRUN:
@@ -51,7 +71,8 @@ def run(cfg: DictConfig) -> float | None:
         for line in e.problems:
             log.error("config error: %s", line)
         default_dir = not any(o.startswith("hydra.run.dir=") for o in hydra_cfg.overrides.hydra)
-        discard_hydra_only_dir(Path(cfg.out_dir), with_parents=default_dir and hydra_cfg.mode == RunMode.RUN)
+        if is_main():  # (another process's out_dir is not its own)
+            discard_hydra_only_dir(Path(cfg.out_dir), with_parents=default_dir and hydra_cfg.mode == RunMode.RUN)
         if not keep_going:
             sys.exit(2)
         return None
@@ -63,6 +84,14 @@ def run(cfg: DictConfig) -> float | None:
     log.info("%s: %s, final val loss %.4f -> %s", summary["overrides"], summary["status"],
              summary.get("final/val_loss", float("nan")), cfg.out_dir)
     return objective(summary)
+
+
+def quiet_follower() -> None:
+    root = logging.getLogger()
+    root.setLevel(logging.WARNING)
+    for handler in [h for h in root.handlers if isinstance(h, logging.FileHandler)]:
+        root.removeHandler(handler)
+        handler.close()
 
 
 def discard_hydra_only_dir(run_dir: Path, with_parents: bool) -> None:

@@ -40,7 +40,9 @@ ADDED_DEFAULTS: dict[str, Any] = {
 # Defaults changed without changing what is trained (train.sample.prompt: only the text written after training):
 # the config hash and compare's run identity read the new default as the value runs had before, so those runs keep
 # their hash (a rerun still skips them) and their group. key -> (new default, the default before).
-CHANGED_DEFAULTS: dict[str, tuple[Any, Any]] = {"train.sample.prompt": (None, "def ")}
+CHANGED_DEFAULTS: dict[str, tuple[Any, Any]] = {"train.sample.prompt": (None, "def "),
+                                                # auto is false on a CPU, where every run before it was recorded
+                                                "train.compile": ("auto", False)}
 
 # train.keep_checkpoints: what a completed run keeps. all: checkpoints/last.pt (weights, optimizer, RNG, batch
 # position) and model.safetensors; final: model.safetensors only; none: neither.
@@ -189,7 +191,7 @@ class TrainSpec:
     eval_every: int
     eval_batches: int
     log_every: int
-    compile: bool
+    compile: str  # auto (compile on CUDA only) | true | false: ablate.training.parallelize.compiles
     checkpoint_every: int | None
     sample: SampleSpec
     keep_checkpoints: str = "all"  # KEEP_CHECKPOINTS; the default for configs recorded before the key existed

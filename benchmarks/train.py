@@ -10,7 +10,9 @@ bare: the same TransformerLM built from the same config, torch.optim.AdamW (fuse
     nothing else; timed over the same number of steps after one warm-up step.
 ratio: framework ÷ bare (goal ≥ 0.95): what the trainer's bookkeeping (data loading, logging, checkpoint checks,
     the divergence guard) costs. The two alternate --repeats times and the best of each is kept, so load from
-    other processes hits both alike. On CUDA the MFU of each is printed too (against the device's bf16 peak).
+    other processes hits both alike. On CUDA the MFU of each is printed too (against the device's bf16 peak), and
+    the framework compiles each block (train.compile=auto) while the bare loop runs eager: add a config with
+    `train.compile=false` to see the bookkeeping alone there.
 """
 
 from __future__ import annotations

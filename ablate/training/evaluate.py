@@ -7,6 +7,7 @@ import math
 import torch
 import torch.nn.functional as F
 
+from ablate.training import distributed
 from ablate.training.device import autocast
 
 
@@ -25,16 +26,18 @@ def evaluate(model: torch.nn.Module, batches, device: str) -> dict[str, float]:
         correct += ((logits.argmax(-1) == y) & counted).sum().item()
         count += counted.sum().item()
     model.train()
+    loss_sum, correct, count = distributed.total(loss_sum, correct, count)  # each process evaluated its share
     loss = loss_sum / count
     return {"val/loss": loss, "val/ppl": math.exp(min(loss, 50.0)), "val/acc": correct / count}
 
 
 class Evaluator:
     """`evaluator(model)` -> val/loss, val/ppl, val/acc, and val/recall_acc when the data reports recall
-    (data=mqar: val/acc counts the query positions only, i.e. it is the recall accuracy)."""
+    (data=mqar: val/acc counts the query positions only, i.e. it is the recall accuracy). In a run of N processes
+    each evaluates every N-th batch and the sums are added up: the same numbers as one process."""
 
     def __init__(self, batches: list[tuple[torch.Tensor, torch.Tensor]], device: str, reports_recall: bool = False):
-        self.batches, self.device, self.reports_recall = batches, device, reports_recall
+        self.batches, self.device, self.reports_recall = distributed.shard(batches), device, reports_recall
 
     def __call__(self, model: torch.nn.Module) -> dict[str, float]:
         row = evaluate(model, self.batches, self.device)

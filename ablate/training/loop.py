@@ -2,8 +2,9 @@
 
 The parts: `TrainState` (what a checkpoint holds; one call to save or load), `Evaluator` (the fixed val batches),
 `Checkpointer` (when to save), `MetricsSink` (run dir first, W&B second), `RunSummary` (summary.json and its
-status) and `parallelize` (compile today; DDP and activation checkpointing next). The loop knows nothing of which
-variant it trains.
+status) and `parallelize` (compile per block, DDP). The loop knows nothing of which variant it trains. In a run of
+several processes (`distributed`) every process runs this same code on its share of each batch; rank 0 alone
+writes.
 """
 
 from __future__ import annotations
@@ -24,14 +25,15 @@ from ablate.data.batches import order_seed
 from ablate.model import TransformerLM, count_parameters, flops_per_token
 from ablate.spec import ModelSpec, TrainSpec
 from ablate.sweep.manifest import FILENAME as MANIFEST
-from ablate.track import RunFiles, config_hash
+from ablate.track import NullLogger, RunFiles, config_hash
+from ablate.training import distributed
 from ablate.training.checkpoint import Checkpointer, keep_after_completion, read_checkpoint
 from ablate.weights import FINAL_WEIGHTS, save_final_weights
 from ablate.training.device import enable_tf32, peak_flops, pick_device
 from ablate.training.evaluate import Evaluator
 from ablate.training.inference import inference_costs
 from ablate.training.optim import lr_at, make_optimizer, set_lr
-from ablate.training.parallelize import parallelize
+from ablate.training.parallelize import compiles, parallelize
 from ablate.training.progress import progress_display
 from ablate.training.sample import generate, sample_file, sample_prompt
 from ablate.training.sink import MetricsSink
@@ -72,18 +74,29 @@ def train(cfg: DictConfig, overrides: list[str] | None = None, *, hooks: Iterabl
     """
     overrides = list(overrides or [])
     mspec, tspec = validate(cfg, runs_here=True)  # nothing exists yet: no run dir, cache, model or W&B run
+    if distributed.world_size() > 1:  # every process runs rank 0's job (its config, overrides and run dir)
+        distributed.start(pick_device(str(cfg.device)))
+        job = distributed.share((OmegaConf.to_container(cfg, resolve=True), overrides))
+        if not distributed.is_main():
+            cfg, overrides = OmegaConf.create(job[0]), job[1]
+            mspec, tspec = validate(cfg, runs_here=True)
     digest = config_hash(cfg)
     may_resume = cfg.get("resume", True)
-    run_dir = Path(cfg.out_dir) if cfg.get("out_dir") else default_run_dir()
-    if may_resume:
-        run_dir = same_job_in_sweep(run_dir, digest) or run_dir
-    files = RunFiles(run_dir)
+    run_dir = distributed.on_main(lambda: choose_run_dir(cfg, digest, may_resume))
+    files = RunFiles(run_dir) if distributed.is_main() else distributed.ReadOnlyFiles(run_dir)
     with files.lock():
-        previous = files.read_summary()
+        previous = distributed.on_main(files.read_summary)
         if may_resume and previous and previous.get("config_hash") == digest and previous["status"] in FINISHED:
             log.info("%s: already %s in %s; skipped", previous.get("overrides"), previous["status"], run_dir)
             return previous
-        return _attempt(cfg, overrides, mspec, tspec, files, digest, may_resume, list(hooks))
+        summary = _attempt(cfg, overrides, mspec, tspec, files, digest, may_resume, list(hooks))
+    distributed.barrier()  # no process leaves while rank 0 still writes (a process group must end together)
+    return summary
+
+
+def choose_run_dir(cfg: DictConfig, digest: str, may_resume: bool) -> Path:
+    run_dir = Path(cfg.out_dir) if cfg.get("out_dir") else default_run_dir()
+    return (same_job_in_sweep(run_dir, digest) or run_dir) if may_resume else run_dir
 
 
 def same_job_in_sweep(run_dir: Path, digest: str) -> Path | None:
@@ -122,9 +135,11 @@ def _attempt(cfg: DictConfig, overrides: list[str], mspec: ModelSpec, tspec: Tra
         files.write_config(cfg, overrides)
         files.write_summary(summary.to_dict())
         torch.manual_seed(int(cfg.seed))
-        data = load_tokens(cfg.data, cfg.tokenizer, mspec.block_size)  # data errors come before a W&B run starts
+        # data errors come before a W&B run starts; rank 0 first: it builds the token cache, the others read it
+        data = distributed.main_first(lambda: load_tokens(cfg.data, cfg.tokenizer, mspec.block_size))
         data.seed = order_seed(cfg.data.seed, cfg.seed, str(cfg.data.get("order", "seed")))  # paired seeds
-        sink = MetricsSink.open(files, cfg, overrides, summary.wandb_id)
+        sink = MetricsSink.open(files, cfg, overrides, summary.wandb_id) if distributed.is_main() else \
+            MetricsSink(files, NullLogger())
         summary.wandb_id = sink.run_id or summary.wandb_id
         _run(cfg, mspec, tspec, data, files, sink, summary, checkpoint, hooks)
     except BaseException as e:
@@ -152,7 +167,7 @@ def _record_failure(files: RunFiles, summary: RunSummary) -> None:
 
 def _run(cfg: DictConfig, mspec: ModelSpec, tspec: TrainSpec, data, files: RunFiles, sink: MetricsSink,
          summary: RunSummary, checkpoint: dict[str, Any] | None, hooks: list[Hook]) -> None:
-    device = pick_device(str(cfg.device))
+    device = distributed.start(pick_device(str(cfg.device)))  # a process's own GPU in a run of several
     if device.startswith("cuda"):
         torch.cuda.reset_peak_memory_stats(torch.device(device))  # the previous job of a multirun is not ours
     enable_tf32(device)
@@ -160,9 +175,12 @@ def _run(cfg: DictConfig, mspec: ModelSpec, tspec: TrainSpec, data, files: RunFi
              "built" if data.built else "reused", data.cache_dir)
 
     model = TransformerLM(mspec).to(device)
+    distributed.seed_rank(int(cfg.seed))
     params = count_parameters(model)
     summary.params_total, summary.params_non_embedding = params["total"], params["non_embedding"]
     summary.params_active, summary.flops_per_token, summary.device = params["active"], flops_per_token(model), device
+    summary.world_size, summary.grad_accum = distributed.world_size(), tspec.grad_accum
+    summary.compile = compiles(tspec, device)
     state = TrainState(model, make_optimizer(model, tspec, device), data.train_batches(tspec.batch_size,
                                                                                         mspec.block_size))
     total_steps = tspec.total_steps(device, mspec.block_size)
@@ -190,17 +208,24 @@ def _run(cfg: DictConfig, mspec: ModelSpec, tspec: TrainSpec, data, files: RunFi
     summary.tokens_per_s = trainer.throughput.rate(state)
     if summary.status == RUNNING:
         trainer.checkpointer.final(state)
-        save_final_weights(model, files.dir)  # model.safetensors: what load_model and the exporter read
-        summary.inference = inference_costs(model, device, tspec.inference)
-        if tspec.sample.tokens:
-            prompt, source = sample_prompt(tspec.sample.prompt, data.val, data.tokenizer)
-            ids = generate(model, data.tokenizer.encode(prompt).tolist(), tspec.sample.tokens,
-                           tspec.sample.temperature, tspec.sample.top_p, seed=int(cfg.seed))
-            sink.text("sample", sample_file(prompt, source, data.tokenizer.decode(ids)))
+        if distributed.is_main():
+            _finish(cfg, tspec, model, device, data, files, sink, summary)
         summary.complete()
     files.write_summary(summary.to_dict())
-    if summary.status == COMPLETED:
+    if summary.status == COMPLETED and distributed.is_main():
         keep_after_completion(files.checkpoints, files.dir / FINAL_WEIGHTS, tspec.keep_checkpoints)
+
+
+def _finish(cfg: DictConfig, tspec: TrainSpec, model: TransformerLM, device: str, data, files: RunFiles,
+            sink: MetricsSink, summary: RunSummary) -> None:
+    """After the last step, on rank 0: the final weights, the inference costs and the sample."""
+    save_final_weights(model, files.dir)  # model.safetensors: what load_model and the exporter read
+    summary.inference = inference_costs(model, device, tspec.inference)
+    if tspec.sample.tokens:
+        prompt, source = sample_prompt(tspec.sample.prompt, data.val, data.tokenizer)
+        ids = generate(model, data.tokenizer.encode(prompt).tolist(), tspec.sample.tokens,
+                       tspec.sample.temperature, tspec.sample.top_p, seed=int(cfg.seed))
+        sink.text("sample", sample_file(prompt, source, data.tokenizer.decode(ids)))
 
 
 class Trainer:
@@ -213,7 +238,8 @@ class Trainer:
         self.evaluator, self.checkpointer, self.sink, self.summary = evaluator, checkpointer, sink, summary
         self.hooks, self.meter, self.throughput = hooks, LossMeter(), Throughput(state)
         self.guard = DivergenceGuard(state.optimizer, device)
-        self.fpt, self.peak = summary.flops_per_token, peak_flops(device)
+        peak = peak_flops(device)
+        self.fpt, self.peak = summary.flops_per_token, peak and peak * distributed.world_size()  # all devices'
 
     def run(self) -> None:
         """Steps state.step + 1 … total_steps; a non-finite loss ends the run `diverged` before its update."""
@@ -223,14 +249,16 @@ class Trainer:
             while state.step < self.total_steps:
                 step, tic = state.step + 1, time.perf_counter()
                 lr = set_lr(state.optimizer, lr_at(step - 1, self.total_steps, spec))
-                x, y = (t.to(self.device, non_blocking=True) for t in state.batches.next())
-                values = forward_backward(self.step_fn, state, x, y, self.device, spec.grad_accum, spec.grad_clip)
+                batch = state.batches.next()  # the global batch; this process trains on its share
+                x, y = (distributed.share_of(t).to(self.device, non_blocking=True) for t in batch)
+                values = distributed.mean(forward_backward(self.step_fn, state, x, y, self.device, spec.grad_accum,
+                                                           spec.grad_clip))
                 self.guard.record(step, values)
                 if (not self.guard.deferred or self.syncs_at(step)) and (bad := self.guard.diverged()):
                     self.diverged(*bad)
                     break
                 state.optimizer.step()
-                state.advance(x.numel(), time.perf_counter() - tic)  # x: batch × sequence length
+                state.advance(batch[0].numel(), time.perf_counter() - tic)  # batch × sequence length
                 self.throughput.update(state)
                 self.meter.add(values)
                 new: dict[str, float] = {}

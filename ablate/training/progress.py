@@ -10,6 +10,8 @@ from datetime import timedelta
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
+from ablate.training import distributed
+
 log = logging.getLogger(__name__)
 
 
@@ -17,7 +19,7 @@ def progress_display(description: str, total: int, completed: int, val: float | 
     """The display for this console (`description` names the run in each line): `update` it after every step
     with whatever is new; `val` is the last val loss of a resumed run."""
     console = Console()
-    live = console.is_terminal or console.is_jupyter
+    live = (console.is_terminal or console.is_jupyter) and distributed.is_main()  # one bar, rank 0's
     return ProgressBar(total, completed, val) if live else ProgressLines(description, total, completed)
 
 

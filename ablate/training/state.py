@@ -10,6 +10,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ablate.training import distributed
 from ablate.training.checkpoint import read_checkpoint, write_checkpoint
 
 
@@ -45,19 +46,29 @@ class TrainState:
         self.time_s += seconds
 
     def state_dict(self) -> dict[str, Any]:
+        """Every process of a data-parallel run calls it (its RNG states are gathered: each one draws its own
+        dropout), rank 0's RNG state under `rng` as in a one-process run."""
+        rngs = distributed.gather(rng_state())
         return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(), "step": self.step,
-                "tokens": self.tokens, "time_s": self.time_s, "rng": rng_state(), "batches": self.batches.state()}
+                "tokens": self.tokens, "time_s": self.time_s, "rng": rngs[0], "batches": self.batches.state(),
+                **({"rng_by_rank": rngs} if len(rngs) > 1 else {})}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.batches.load_state(state["batches"])
-        set_rng_state(state["rng"])
+        rngs = state.get("rng_by_rank") or [state["rng"]]
+        set_rng_state(rngs[min(distributed.rank(), len(rngs) - 1)])
+        if distributed.rank() >= len(rngs):  # more processes than the run had: a stream of its own from here on
+            distributed.seed_rank(int(state["step"]))
         self.step, self.tokens, self.time_s = int(state["step"]), int(state["tokens"]), float(state["time_s"])
 
     def save(self, path: Path, **extra: Any) -> None:
-        """Atomically write this state plus `extra` (plain values: the config, the summary snapshot)."""
-        write_checkpoint(path, {**self.state_dict(), **extra})
+        """Atomically write this state plus `extra` (plain values: the config, the summary snapshot); every process
+        calls it, rank 0 writes."""
+        payload = self.state_dict()
+        if distributed.is_main():
+            write_checkpoint(path, {**payload, **extra})
 
     def load(self, path: Path) -> dict[str, Any]:
         """Resume from the checkpoint at `path` (CheckpointError if it is unsafe or corrupt); returns the whole

@@ -3,6 +3,7 @@ logged since the previous row, and throughput net of the first step's one-time c
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 
 import torch
@@ -49,12 +50,15 @@ def forward_backward(step_fn: torch.nn.Module, state: TrainState, x: torch.Tenso
     """Gradients of the batch's mean total loss, accumulated over `grad_accum` equal micro-batches (each one's loss
     divided by grad_accum, so the gradient is the full batch's), clipped to norm `grad_clip` if > 0; returns the
     logged values, each the mean over the micro-batches, as tensors on the device (reading them is a host sync,
-    which the loop does only where it logs)."""
+    which the loop does only where it logs). Under DDP (`step_fn.no_sync`) the gradients are averaged over the
+    processes once per step, in the last micro-batch's backward."""
     state.optimizer.zero_grad(set_to_none=True)
     logged: dict[str, torch.Tensor] = {}
-    for x_micro, y_micro in zip(x.chunk(grad_accum), y.chunk(grad_accum)):
-        losses = compute_losses(step_fn, state.model, x_micro, y_micro, device)
-        (losses.total / grad_accum).backward()
+    for i, (x_micro, y_micro) in enumerate(zip(x.chunk(grad_accum), y.chunk(grad_accum))):
+        defer_sync = i < grad_accum - 1 and hasattr(step_fn, "no_sync")
+        with step_fn.no_sync() if defer_sync else contextlib.nullcontext():
+            losses = compute_losses(step_fn, state.model, x_micro, y_micro, device)
+            (losses.total / grad_accum).backward()
         for key, value in losses.tensors().items():
             logged[key] = logged[key] + value.detach() / grad_accum if key in logged else value.detach() / grad_accum
     if grad_clip > 0:

@@ -25,7 +25,8 @@ KEYS = {
     "overrides": "overrides", "attention_pattern": "attention_pattern", "pos_enc_pattern": "pos_enc_pattern",
     "wandb_id": "wandb_id",
     "params/total": "params_total", "params/non_embedding": "params_non_embedding", "params/active": "params_active",
-    "flops_per_token": "flops_per_token", "device": "device", "slot": "slot",
+    "flops_per_token": "flops_per_token", "device": "device", "slot": "slot", "world_size": "world_size",
+    "grad_accum": "grad_accum", "compile": "compile",
     "final/val_loss": "final_val_loss", "final/val_ppl": "final_val_ppl", "final/val_acc": "final_val_acc",
     "best/val_loss": "best_val_loss", "final/val_recall_acc": "final_val_recall_acc",
     "final/train_loss": "final_train_loss", "perf/peak_mem_bytes": "peak_mem_bytes",
@@ -72,6 +73,9 @@ class RunSummary:
     flops_per_token: int | None = None
     device: str | None = None
     slot: int | None = None  # the device slot of hydra/launcher=gpus (sweep.slot), else absent
+    world_size: int | None = None  # processes that trained it (torchrun --nproc_per_node, a SLURM job's tasks)
+    grad_accum: int | None = None  # micro-batches per process per step
+    compile: bool | None = None  # whether its blocks were torch.compiled (train.compile, resolved on its device)
     final_val_loss: float | None = None
     final_val_ppl: float | None = None
     final_val_acc: float | None = None

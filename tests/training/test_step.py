@@ -119,6 +119,47 @@ def test_parallelize_compiles_outside_the_model_and_shares_its_parameters():
     assert parallelize(model, train_spec(cfg), "cpu") is model
     assert all(block.attn.flex_kernel is compiled_flex_attention() for block in model.blocks)  # compile_kernels
     compiled = parallelize(model, train_spec(ablate.compose(["train.compile=true"])), "cpu")
-    assert compiled is not model and compiled._orig_mod is model  # lazy: nothing compiles before a forward
+    # per block, into a training view: lazy (nothing compiles before a forward), the model itself stays eager
+    assert compiled is not model and [b._orig_mod for b in compiled.blocks] == list(model.blocks)
+    assert not any(isinstance(b, torch._dynamo.eval_frame.OptimizedModule) for b in model.blocks)
     assert [id(p) for p in compiled.parameters()] == [id(p) for p in model.parameters()]
+    assert compiled.token_embedding is model.token_embedding and compiled.head is model.head
+
+
+def test_compile_auto_compiles_on_cuda_only():
+    from ablate.training.parallelize import compiles
+
+    auto, off, on = (train_spec(ablate.compose([f"train.compile={v}"])) for v in ("auto", "false", "true"))
+    assert train_spec(ablate.compose([])).compile == "auto"
+    assert compiles(auto, "cuda") and compiles(auto, "cuda:1") and not compiles(auto, "cpu")
+    assert not compiles(off, "cuda") and compiles(on, "cpu")
+
+
+def test_compile_auto_keeps_the_config_hash_of_runs_recorded_with_compile_false():
+    from ablate.track import config_hash
+
+    assert config_hash(ablate.compose(["train.compile=auto"])) == config_hash(ablate.compose(["train.compile=false"]))
+    assert config_hash(ablate.compose(["train.compile=true"])) != config_hash(ablate.compose(["train.compile=false"]))
+
+
+def test_a_bad_compile_setting_is_one_line():
+    from ablate.config import validate
+    from ablate.spec import SpecError
+
+    with pytest.raises(SpecError, match="train.compile=maybe must be auto .compile on CUDA only., true or false"):
+        validate(ablate.compose([*TINY, "train.compile=maybe"]))
+
+
+def test_per_row_means_equal_the_mean_of_the_per_step_values(tmp_path):
+    """The losses stay on the device between train rows (no host sync per step): each row must still be the mean
+    of the per-step values, i.e. of the rows a run logging every step writes."""
+    base = [*TINY, "dropout=off", "train.eval_every=20"]
+    ablate.train(ablate.compose([*base, "train.log_every=1", f"out_dir={tmp_path / 'every'}"]))
+    ablate.train(ablate.compose([*base, "train.log_every=5", f"out_dir={tmp_path / 'fifth'}"]))
+    every = [r for r in ablate.load_run(tmp_path / "every")[1] if "train/loss" in r]
+    fifth = [r for r in ablate.load_run(tmp_path / "fifth")[1] if "train/loss" in r]
+    assert [r["step"] for r in fifth] == [5, 10, 15, 20] and len(every) == 20
+    for row in fifth:
+        window = [r["train/loss"] for r in every if row["step"] - 5 < r["step"] <= row["step"]]
+        assert row["train/loss"] == pytest.approx(sum(window) / 5, rel=1e-6)
 
