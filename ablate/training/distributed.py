@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import gc
 import os
 from pathlib import Path
 from typing import Any, Callable, TypeVar
@@ -83,7 +84,7 @@ def start(device: str) -> str:
         if device.startswith("cuda"):
             torch.cuda.set_device(torch.device(device))
         dist.init_process_group("nccl" if device.startswith("cuda") else "gloo", rank=rank_, world_size=world)
-        atexit.register(dist.destroy_process_group)
+        atexit.register(end_group)  # a run that raised ends its group on the way out
     return device
 
 
@@ -116,6 +117,20 @@ def main_first(compute: Callable[[], T]) -> T:
 def barrier() -> None:
     if active():
         dist.barrier()
+
+
+def end_group() -> None:
+    if active():
+        gc.collect()  # the run's DDP wrapper (its reducer holds the group) goes first
+        dist.destroy_process_group()
+
+
+def finish() -> None:
+    """The end of a run: every process waits for the others (rank 0's last writes), then ends the process group
+    before the interpreter exits. Left to the exit, gloo's teardown raced with the other process's and aborted
+    one process now and then (SIGABRT, exit code 1, after a completed run)."""
+    barrier()
+    end_group()
 
 
 def gather(value: Any) -> list[Any]:

@@ -88,9 +88,10 @@ def train(cfg: DictConfig, overrides: list[str] | None = None, *, hooks: Iterabl
         previous = distributed.on_main(files.read_summary)
         if may_resume and previous and previous.get("config_hash") == digest and previous["status"] in FINISHED:
             log.info("%s: already %s in %s; skipped", previous.get("overrides"), previous["status"], run_dir)
-            return previous
-        summary = _attempt(cfg, overrides, mspec, tspec, files, digest, may_resume, list(hooks))
-    distributed.barrier()  # no process leaves while rank 0 still writes (a process group must end together)
+            summary = previous
+        else:
+            summary = _attempt(cfg, overrides, mspec, tspec, files, digest, may_resume, list(hooks))
+    distributed.finish()  # no process leaves while rank 0 still writes; the group ends in every process together
     return summary
 
 

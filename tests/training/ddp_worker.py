@@ -10,6 +10,8 @@ from __future__ import annotations
 import argparse
 import json
 
+import torch
+
 import ablate
 from ablate.training import train
 from ablate.training.distributed import rank
@@ -30,6 +32,9 @@ def main() -> None:
             ffn.nan_at_step = ffn.training_forwards + 1  # this process's next step only
 
     train(ablate.compose(json.loads(args.overrides)), hooks=[fault])
+    # the run ended its process group itself: left to the interpreter's exit, gloo's teardown aborted a process now
+    # and then after a completed run (exit code 1 with a completed summary.json)
+    assert not torch.distributed.is_initialized(), "train() returned with its process group still open"
 
 
 if __name__ == "__main__":
