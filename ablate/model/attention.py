@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ablate.components import Attention, ForwardContext, ModelSpec, PositionalEncoding
+from ablate.model.flex import FlexAttention, causal_mask_mod
 
 
 def causal_attention(
@@ -126,6 +127,10 @@ class GroupedQueryAttention(HeadKnobs, Attention):
         self.out_proj = nn.Linear(spec.n_heads * spec.head_dim, spec.d_model, bias=spec.bias)
         self.out_proj.is_residual_output = True
         self.add_head_knobs(spec, qk_norm, gate, spec.head_dim, spec.n_heads * spec.head_dim)
+        self.flex = FlexAttention()
+
+    def compile_kernels(self) -> None:
+        self.flex.compile()
 
     @property
     def kv_cache_per_token(self) -> int:
@@ -180,9 +185,16 @@ class GroupedQueryAttention(HeadKnobs, Attention):
         """q: (B, H, T, D); k, v: (B, H_kv, T, D), positions not yet applied -> (B, T, H·D) head outputs.
         Subclasses that share these projections (local, BigBird, linear) replace only this."""
         q, k = pos.rotate(q), pos.rotate(k)
-        bias = pos.score_bias(self.layer, q.shape[-2], q.device)
-        y = causal_attention(q, k, v, bias, self.attn_dropout)  # (B, H, T, D)
-        return y.transpose(1, 2).flatten(2)
+        return self.dense_attend(q, k, v, pos).transpose(1, 2).flatten(2)
+
+    def dense_attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, pos: PositionalEncoding
+                     ) -> torch.Tensor:
+        """Causal attention over rotated q (B, H, T, D), k, v (B, H_kv, T, D) -> (B, H, T, D). A score bias goes
+        through flex on CUDA (an (H, T) table per offset instead of SDPA's (H, T, T) mask); without one SDPA's fused
+        kernels are the fastest."""
+        if pos.acts_on == "bias" and self.flex.applies(q):
+            return self.flex(q, k, v, causal_mask_mod, pos, self.layer, self.attn_dropout)
+        return causal_attention(q, k, v, pos.score_bias(self.layer, q.shape[-2], q.device), self.attn_dropout)
 
 
 class MultiHeadAttention(GroupedQueryAttention):

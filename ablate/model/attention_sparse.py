@@ -2,14 +2,13 @@
 
 Both exist to avoid the T×T score matrix, so neither forms it. Queries are cut into blocks; each block attends only
 to the key blocks it may see, gathered next to it, in batched SDPA calls with a small per-block mask, so memory is
-O(T · keys per query). On CUDA, when there is no score bias and no attention dropout, they run PyTorch's flex
-attention with a block mask built once per sequence length instead (flex has neither dropout nor a cheap way to
-differentiate through learned biases, so those cases stay on the blockwise path, which is correct on any device).
+O(T · keys per query); this blockwise path runs on any device. On CUDA they run PyTorch's flex attention instead,
+with a block mask built once per sequence length, the score bias and attention dropout inside the kernel
+(`ablate.model.flex`).
 """
 
 from __future__ import annotations
 
-import functools
 import logging
 
 import numpy as np
@@ -17,25 +16,11 @@ import torch
 import torch.nn.functional as F
 
 from ablate.components import ModelSpec, PositionalEncoding
-from ablate.model.attention import MultiHeadAttention, causal_attention, mask_with_bias
+from ablate.model.attention import MultiHeadAttention, mask_with_bias
 
 log = logging.getLogger(__name__)
 
 MIN_CHUNK = 64  # local attention's query chunk is max(window, MIN_CHUNK): tiny chunks waste time in per-call overhead
-
-@functools.cache
-def compiled_flex_attention():
-    """flex_attention compiled once per process and shared by every layer (uncompiled it forms the full score
-    matrix, so the trainer's `parallelize` step swaps this in through `compile_kernels`)."""
-    from torch.nn.attention.flex_attention import flex_attention
-
-    return torch.compile(flex_attention, dynamic=False)
-
-
-def eager_flex_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, block_mask=None) -> torch.Tensor:
-    from torch.nn.attention.flex_attention import flex_attention
-
-    return flex_attention(q, k, v, block_mask=block_mask)
 
 
 def _pad_time(x: torch.Tensor, length: int) -> torch.Tensor:
@@ -46,30 +31,12 @@ def _pad_time(x: torch.Tensor, length: int) -> torch.Tensor:
 
 class _SparseAttention(MultiHeadAttention):
     """MHA's projections and parameters (and its qk_norm and gate knobs); only `attend` differs, so the comparison
-    with MHA is like for like."""
+    with MHA is like for like. On CUDA every case goes through flex with the subclass's `mask_mod(t, device)`."""
 
-    def __init__(self, spec: ModelSpec, layer: int, qk_norm: bool = False, gate: bool = False):
-        super().__init__(spec, layer, qk_norm=qk_norm, gate=gate)
-        self._flex_masks: dict = {}  # (T, device) -> BlockMask, built once per shape
-        self.flex_kernel = eager_flex_attention
-
-    def compile_kernels(self) -> None:
-        self.flex_kernel = compiled_flex_attention()
-
-    def _use_flex(self, q: torch.Tensor, pos: PositionalEncoding) -> bool:
-        return q.is_cuda and pos.acts_on != "bias" and self.attn_dropout == 0.0
-
-    def flex_attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        """q, k, v: (B, H, T, D), already rotated -> (B, H, T, D) through flex attention and the subclass's
-        `mask_mod(t, device)` (a flex mask function)."""
-        from torch.nn.attention.flex_attention import create_block_mask
-
-        t = q.shape[-2]
-        key = (t, q.device)
-        if key not in self._flex_masks:
-            self._flex_masks[key] = create_block_mask(self.mask_mod(t, q.device), None, None, t, t, device=q.device)
-        return self.flex_kernel(q, k, v, block_mask=self._flex_masks[key])
-
+    def flex_attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, pos: PositionalEncoding) -> torch.Tensor:
+        """q, k, v: (B, H, T, D), already rotated -> (B, H, T, D) through flex attention: the option's mask, the
+        score bias and attention dropout."""
+        return self.flex(q, k, v, self.mask_mod, pos, self.layer, self.attn_dropout)
 
 class LocalAttention(_SparseAttention):
     """Causal sliding-window attention: query i sees keys i - window + 1 … i (the window counts the query itself).
@@ -117,10 +84,9 @@ class LocalAttention(_SparseAttention):
         q, k = pos.rotate(q), pos.rotate(k)
         b, h, t, d = q.shape
         if t <= self.window:  # every query sees its whole past: exactly dense causal attention
-            y = causal_attention(q, k, v, pos.score_bias(self.layer, t, q.device), self.attn_dropout)
-            return y.transpose(1, 2).flatten(2)
-        if self._use_flex(q, pos):
-            return self.flex_attend(q, k, v).transpose(1, 2).flatten(2)
+            return self.dense_attend(q, k, v, pos).transpose(1, 2).flatten(2)
+        if self.flex.applies(q):
+            return self.flex_attend(q, k, v, pos).transpose(1, 2).flatten(2)
 
         c = self.chunk
         n = -(-t // c)
@@ -243,10 +209,9 @@ class BigBirdAttention(_SparseAttention):
         s = self.block
         n = -(-t // s)
         if n <= self.n_global + self.n_window:  # every block sees all earlier blocks: exactly dense
-            y = causal_attention(q, k, v, pos.score_bias(self.layer, t, q.device), self.attn_dropout)
-            return y.transpose(1, 2).flatten(2)
-        if self._use_flex(q, pos):
-            return self.flex_attend(q, k, v).transpose(1, 2).flatten(2)
+            return self.dense_attend(q, k, v, pos).transpose(1, 2).flatten(2)
+        if self.flex.applies(q):
+            return self.flex_attend(q, k, v, pos).transpose(1, 2).flatten(2)
 
         index, valid = self.key_blocks[:n], self.key_block_valid[:n]  # (n, K)
         slots = index.shape[1]

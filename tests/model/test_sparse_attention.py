@@ -163,5 +163,5 @@ def test_flex_attention_path_masks_match_dense(attention, knobs):
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # "flex_attention called without torch.compile()"
         q, k, v = mha_projections(layer, x)
-        flex = layer.flex_attend(q, k, v).transpose(1, 2).flatten(2) @ layer.out_proj.weight.T
+        flex = layer.flex_attend(q, k, v, pos).transpose(1, 2).flatten(2) @ layer.out_proj.weight.T
         torch.testing.assert_close(flex, layer(x, pos), atol=1e-9, rtol=1e-9)

@@ -8,7 +8,7 @@ import torch
 
 import ablate
 from ablate.config import train_spec
-from ablate.model.attention_sparse import compiled_flex_attention
+from ablate.model.flex import compiled_flex_attention
 from ablate.training.optim import make_optimizer
 from ablate.training.parallelize import parallelize
 from ablate.training.state import TrainState
@@ -117,7 +117,7 @@ def test_parallelize_compiles_outside_the_model_and_shares_its_parameters():
     cfg = ablate.compose(["model=tiny", "attention=local", "attention.window=16"])
     model = ablate.build_model(cfg)
     assert parallelize(model, train_spec(cfg), "cpu") is model
-    assert all(block.attn.flex_kernel is compiled_flex_attention() for block in model.blocks)  # compile_kernels
+    assert all(block.attn.flex.kernel is compiled_flex_attention() for block in model.blocks)  # compile_kernels
     compiled = parallelize(model, train_spec(ablate.compose(["train.compile=true"])), "cpu")
     # per block, into a training view: lazy (nothing compiles before a forward), the model itself stays eager
     assert compiled is not model and [b._orig_mod for b in compiled.blocks] == list(model.blocks)
