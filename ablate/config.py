@@ -22,10 +22,12 @@ from ablate.spec import (
     COMPONENT_FAMILIES,
     FAMILIES,
     KEEP_CHECKPOINTS,
+    MUON_LR_RULES,
     TARGET_KEY,
     Choice,
     ModelConfig,
     ModelSpec,
+    OptimSpec,
     SpecError,
     TrainSpec,
 )
@@ -108,7 +110,9 @@ def _dropout(node: DictConfig, where: str) -> float:
 
 
 def train_spec(cfg: DictConfig) -> TrainSpec:
-    return structured(TrainSpec, cfg.train, "train")
+    spec = structured(TrainSpec, cfg.train, "train")
+    spec.optim = structured(OptimSpec, cfg.get("optim") or {}, "optim")  # a config from before the group: adamw
+    return spec
 
 
 def _check_dims(spec: ModelSpec) -> list[str]:
@@ -224,6 +228,21 @@ def _check_value_residual(spec: ModelSpec) -> list[str]:
     return []
 
 
+def _check_optim(o: OptimSpec) -> list[str]:
+    if o.name == "adamw":
+        return []
+    problems = []
+    if o.lr is not None and not (math.isfinite(o.lr) and o.lr > 0):
+        problems.append(f"optim.lr={o.lr} must be > 0 and finite, or null (train.lr)")
+    if not 0.0 <= o.momentum < 1.0:
+        problems.append(f"optim.momentum={o.momentum} must be in [0, 1)")
+    if o.ns_steps < 1:
+        problems.append(f"optim.ns_steps={o.ns_steps} must be >= 1 (Newton-Schulz iterations; Muon uses 5)")
+    if o.adjust_lr not in MUON_LR_RULES:
+        problems.append(f"optim.adjust_lr={o.adjust_lr} must be one of {', '.join(MUON_LR_RULES)}")
+    return problems
+
+
 def _check_train(t: TrainSpec) -> list[str]:
     problems = []
     positive = {"batch_size": t.batch_size, "eval_every": t.eval_every, "eval_batches": t.eval_batches,
@@ -254,6 +273,7 @@ def _check_train(t: TrainSpec) -> list[str]:
         problems.append(f"train.warmup_fraction={t.warmup_fraction} must be in [0, 1)")
     if not (math.isfinite(t.weight_decay) and t.weight_decay >= 0):
         problems.append(f"train.weight_decay={t.weight_decay} must be a finite number >= 0")
+    problems += _check_optim(t.optim)
     if len(t.betas) != 2 or not all(0.0 <= b < 1.0 for b in t.betas):
         problems.append(f"train.betas={list(t.betas)} must be two numbers in [0, 1), e.g. [0.9, 0.95]")
     if not t.grad_clip >= 0:

@@ -11,8 +11,8 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
-# The config groups a study varies, in report order. All but dropout are built from a class (`_target_`).
-FAMILIES = ("pos_enc", "attention", "ffn", "norm", "placement", "dropout")
+# The config groups a study varies, in report order. All but dropout and optim are built from a class (`_target_`).
+FAMILIES = ("pos_enc", "attention", "ffn", "norm", "placement", "dropout", "optim")
 COMPONENT_FAMILIES = ("pos_enc", "attention", "ffn", "norm", "placement")
 
 # Config keys that say where or how a run is recorded, not what it computes. Derived from this one list: the
@@ -35,6 +35,7 @@ ADDED_DEFAULTS: dict[str, Any] = {
     "data.order": "fixed",  # runs before data.order drew batches from data.seed alone
     "dropout.attention": None, "dropout.residual": None,  # null: dropout.p, as before the split
     "train.grad_accum": 1,
+    "optim.name": "adamw",  # the optimizer group: runs before it trained with AdamW (train.lr, betas, weight_decay)
 }
 
 # Defaults changed without changing what is trained (train.sample.prompt: only the text written after training):
@@ -174,6 +175,22 @@ class InferenceSpec:
     batch: int = 8  # the second decode measurement's batch (the first is batch 1)
 
 
+MUON_LR_RULES = ("match_rms_adamw", "original")  # torch.optim.Muon's adjust_lr_fn
+
+
+@dataclass
+class OptimSpec:
+    """The schema of conf/optim/*.yaml. adamw: AdamW on every parameter (train.lr, train.betas, train.weight_decay).
+    muon: Muon on the 2-D matrices inside the blocks, AdamW on the rest (`ablate.training.optim`)."""
+
+    name: str = "adamw"
+    lr: float | None = None  # Muon's peak lr; null: train.lr (with match_rms_adamw, AdamW's lr carries over)
+    momentum: float = 0.95
+    nesterov: bool = True
+    ns_steps: int = 5  # Newton-Schulz iterations that orthogonalize the update
+    adjust_lr: str = "match_rms_adamw"  # MUON_LR_RULES
+
+
 @dataclass
 class TrainSpec:
     """The schema of conf/train/*.yaml; its defaults live in conf/train/default.yaml."""
@@ -197,6 +214,7 @@ class TrainSpec:
     keep_checkpoints: str = "all"  # KEEP_CHECKPOINTS; the default for configs recorded before the key existed
     grad_accum: int = 1  # micro-batches per step: batch_size stays the batch of one optimizer step
     inference: InferenceSpec = field(default_factory=InferenceSpec)
+    optim: OptimSpec = field(default_factory=OptimSpec)  # from the `optim` group, not conf/train
 
     def total_steps(self, device: str, block_size: int) -> int:
         """The step budget: an explicit token budget wins, then explicit steps, then the per-device default."""

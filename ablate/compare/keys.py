@@ -39,7 +39,9 @@ def identity(run: Run) -> dict[str, str]:
         flat = {f"{f}.name": str(run.summary[f]) for f in FAMILIES if f in run.summary}
         flat.update({f"{k}.name": str(run.summary[k]) for k in ("model", "data") if k in run.summary})
     for key, default in ADDED_DEFAULTS.items():  # a run recorded before the key existed computed its default
-        if f"{key.split('.')[0]}.name" in flat and (key not in flat or at_added_default(key, flat[key])):
+        group_added = key.endswith(".name")  # a whole group added since (optim): its option is the key itself
+        present = group_added or f"{key.split('.')[0]}.name" in flat
+        if present and (key not in flat or at_added_default(key, flat[key])):
             flat[key] = str(default)
     for key, (new, before) in CHANGED_DEFAULTS.items():
         if flat.get(key) == str(new):

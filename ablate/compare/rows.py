@@ -18,6 +18,7 @@ from ablate.compare import stats
 from ablate.compare.compute import EffectiveCompute, effective_compute
 from ablate.compare.flags import run_flags
 from ablate.compare.group import FAMILIES, Section, display
+from ablate.spec import at_added_default
 from ablate.compare.load import Run
 
 STATUSES = ("completed", "diverged", "failed", "running")
@@ -170,7 +171,7 @@ def _add_phase_columns(section: Section, rows: list[VariantRow]) -> None:
         choices = section.choices.get(row.label, {})
         row.components = " + ".join(
             (f"dropout {choices[f'{f}.name']}" if f == "dropout" else choices[f"{f}.name"])
-            for f in FAMILIES if f"{f}.name" in choices)
+            for f in FAMILIES if f"{f}.name" in choices and not at_added_default(f"{f}.name", choices[f"{f}.name"]))
         if previous is not None:
             before = section.choices.get(previous.label, {})
             row.change = _changes(before, choices)

@@ -68,6 +68,8 @@ def config_hash(cfg: DictConfig) -> str:
         node, last = _parent(container, key)
         if last in node and at_added_default(key, node[last]):
             node.pop(last)
+            if not node and "." not in key.partition(".")[2]:  # a whole group added since (optim: adamw)
+                container.pop(key.partition(".")[0], None)
     for key, (new, before) in CHANGED_DEFAULTS.items():
         node, last = _parent(container, key)
         if last in node and node[last] == new:

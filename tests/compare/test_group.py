@@ -172,7 +172,8 @@ def test_ignored_keys_are_the_spec_names():
 
 def test_default_baselines_are_read_from_the_study_configs(tmp_path, monkeypatch):
     assert keys.study_baselines() == {"pos_enc": "learned", "attention": "mha", "ffn": "relu",
-                                      "norm": "layernorm", "placement": "pre", "dropout": "on"}
+                                      "norm": "layernorm", "placement": "pre", "dropout": "on",
+                                      "optim": "adamw"}
     # a study config that names another baseline moves it (no second list to keep in step)
     conf = tmp_path / "conf"
     (conf / "study").mkdir(parents=True)
