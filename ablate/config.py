@@ -23,6 +23,8 @@ from ablate.spec import (
     FAMILIES,
     KEEP_CHECKPOINTS,
     MUON_LR_RULES,
+    MUON_MAX_NS_STEPS,
+    OPTIMIZERS,
     TARGET_KEY,
     Choice,
     ModelConfig,
@@ -228,16 +230,22 @@ def _check_value_residual(spec: ModelSpec) -> list[str]:
     return []
 
 
-def _check_optim(o: OptimSpec) -> list[str]:
+def _check_optim(o: OptimSpec, given: list[str]) -> list[str]:
+    """`given`: the keys the config's optim node sets (under adamw, a Muon knob would be silently ignored)."""
+    if o.name not in OPTIMIZERS:  # (make_optimizer would build AdamW for it, recorded under this name)
+        return [f"optim={o.name} is no optimizer ablate can build: an optim YAML's name must be one of "
+                f"{', '.join(OPTIMIZERS)} (their code is ablate.training.optim.make_optimizer)"]
     if o.name == "adamw":
-        return []
+        return [f"optim.{key} is a knob of optim=muon, not of optim=adamw (AdamW takes train.lr, train.betas and "
+                f"train.weight_decay); remove it, or choose optim=muon" for key in given if key != "name"]
     problems = []
     if o.lr is not None and not (math.isfinite(o.lr) and o.lr > 0):
         problems.append(f"optim.lr={o.lr} must be > 0 and finite, or null (train.lr)")
     if not 0.0 <= o.momentum < 1.0:
         problems.append(f"optim.momentum={o.momentum} must be in [0, 1)")
-    if o.ns_steps < 1:
-        problems.append(f"optim.ns_steps={o.ns_steps} must be >= 1 (Newton-Schulz iterations; Muon uses 5)")
+    if not 1 <= o.ns_steps <= MUON_MAX_NS_STEPS:
+        problems.append(f"optim.ns_steps={o.ns_steps} must be >= 1 and <= {MUON_MAX_NS_STEPS} (Newton-Schulz "
+                        f"iterations; Muon uses 5)")
     if o.adjust_lr not in MUON_LR_RULES:
         problems.append(f"optim.adjust_lr={o.adjust_lr} must be one of {', '.join(MUON_LR_RULES)}")
     return problems
@@ -273,7 +281,6 @@ def _check_train(t: TrainSpec) -> list[str]:
         problems.append(f"train.warmup_fraction={t.warmup_fraction} must be in [0, 1)")
     if not (math.isfinite(t.weight_decay) and t.weight_decay >= 0):
         problems.append(f"train.weight_decay={t.weight_decay} must be a finite number >= 0")
-    problems += _check_optim(t.optim)
     if len(t.betas) != 2 or not all(0.0 <= b < 1.0 for b in t.betas):
         problems.append(f"train.betas={list(t.betas)} must be two numbers in [0, 1), e.g. [0.9, 0.95]")
     if not t.grad_clip >= 0:
@@ -319,6 +326,7 @@ def validate(cfg: DictConfig, runs_here: bool = False) -> tuple[ModelSpec, Train
     try:
         tspec = train_spec(cfg)
         problems += _check_train(tspec)
+        problems += _check_optim(tspec.optim, list(cfg.get("optim") or {}))
     except SpecError as e:
         problems += e.problems
     device = str(cfg.device)

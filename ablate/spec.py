@@ -176,6 +176,9 @@ class InferenceSpec:
 
 
 MUON_LR_RULES = ("match_rms_adamw", "original")  # torch.optim.Muon's adjust_lr_fn
+# The optimizers ablate.training.optim.make_optimizer builds, by `optim.name`: an optim YAML must name one of them
+OPTIMIZERS = ("adamw", "muon")
+MUON_MAX_NS_STEPS = 99  # torch.optim.Muon refuses 100 or more Newton-Schulz iterations (at its first step)
 
 
 @dataclass

@@ -9,6 +9,7 @@ import math
 
 import pytest
 import torch
+from safetensors.torch import load_file
 from torch import nn
 
 import ablate
@@ -120,6 +121,8 @@ def test_a_muon_run_resumes_exactly_and_records_its_optimizer(tmp_path):
     resumed = train(ablate.compose([*overrides, f"out_dir={tmp_path / 'resumed'}"]))
     assert whole["status"] == resumed["status"] == "completed" and whole["optim"] == "muon"
     assert resumed["final/val_loss"] == whole["final/val_loss"]
+    weights = load_file(tmp_path / "whole" / "model.safetensors")  # and the same weights, bit for bit
+    assert all(torch.equal(v, weights[k]) for k, v in load_file(tmp_path / "resumed" / "model.safetensors").items())
     checkpoint = torch.load(tmp_path / "whole" / "checkpoints" / "last.pt", weights_only=True)
     assert set(checkpoint["optimizer"]) == {"adamw", "muon"}
     assert json.loads((tmp_path / "whole" / "summary.json").read_text())["optim"] == "muon"
