@@ -1,5 +1,9 @@
-"""Gated linear attention (Yang et al., 2024, "Gated Linear Attention Transformers with Hardware-Efficient Training",
-arXiv 2312.06635): linear attention whose state forgets, per key channel, at a rate the input decides.
+"""Linear attentions with a state that forgets or overwrites: gated linear attention (`gla`) and the delta rule
+(`deltanet`). Both run chunked for training (no T×T matrix, a running state across chunks) and keep only the state
+while decoding.
+
+GLA (Yang et al., 2024, "Gated Linear Attention Transformers with Hardware-Efficient Training", arXiv 2312.06635):
+linear attention whose state forgets, per key channel, at a rate the input decides.
 
     S_t = diag(α_t) S_{t-1} + k_t v_tᵀ        (S: D_k × D_v per head)
     o_t = S_tᵀ q_t                            (q scaled by D_k^-1/2)
@@ -109,5 +113,87 @@ class GatedLinearAttention(MultiHeadAttention):
 
     def decode(self, x: torch.Tensor, pos: PositionalEncoding, context: ForwardContext) -> torch.Tensor:
         """The recurrence from the state of every earlier token; this pass's tokens are added to it."""
+        y, context.cache.states[self.layer] = self.mix(x, context, context.cache.states.get(self.layer))
+        return y
+
+
+def delta_rule_chunked(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, beta: torch.Tensor, chunk_size: int,
+                       state: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """q, k: (B, H, T, D_k); v: (B, H, T, D_v); beta: (B, H, T); state (B, H, D_k, D_v) or None ->
+    (o (B, H, T, D_v), the state after the last token), exactly the recurrence
+        S_t = S_{t-1} + β_t k_t (v_t - S_{t-1}ᵀ k_t)ᵀ,   o_t = S_tᵀ q_t.
+    Per chunk of C tokens starting from S_0, the new values u_t = β_t (v_t - S_{t-1}ᵀ k_t) solve the unit lower-
+    triangular system (I + diag(β) tril(K Kᵀ, -1)) U = diag(β) (V - K S_0) (the WY/UT form of Yang et al., 2024,
+    arXiv 2406.06484); then O = Q S_0 + tril(Q Kᵀ) U and S = S_0 + Kᵀ U."""
+    b, h, t, dk = q.shape
+    if state is None:
+        state = q.new_zeros(b, h, dk, v.shape[-1])
+    c = min(chunk_size, t)
+    strictly_lower = torch.ones(c, c, dtype=torch.bool, device=q.device).tril(-1)
+    lower = torch.ones(c, c, dtype=torch.bool, device=q.device).tril()
+    eye = torch.eye(c, dtype=q.dtype, device=q.device)
+    outputs = []
+    for start in range(0, t, c):
+        qc, kc, vc, bc = (x[:, :, start:start + c] for x in (q, k, v, beta))
+        n = qc.shape[2]
+        gram = (kc @ kc.transpose(-1, -2)).masked_fill(~strictly_lower[:n, :n], 0.0)  # (B, H, n, n)
+        system = eye[:n, :n] + bc[..., None] * gram
+        u = torch.linalg.solve_triangular(system, bc[..., None] * (vc - kc @ state), upper=False, unitriangular=True)
+        scores = (qc @ kc.transpose(-1, -2)).masked_fill(~lower[:n, :n], 0.0)
+        outputs.append(qc @ state + scores @ u)
+        state = state + kc.transpose(-1, -2) @ u
+    return torch.cat(outputs, dim=2), state
+
+
+class DeltaNet(MultiHeadAttention):
+    """DeltaNet (Schlag et al., 2021; chunked by Yang et al., 2024, arXiv 2406.06484): a linear attention whose state
+    is written by the delta rule, S_t = S_{t-1} + β_t k_t (v_t - S_{t-1}ᵀ k_t)ᵀ: each token replaces what the state
+    held for its key by a β_t-mix of the old and the new value instead of only adding to it. q and k go through SiLU
+    and are L2-normalized per head (so the update is a contraction), β_t = sigmoid(x_t W_β) per head, q is scaled by
+    D^-1/2, and each head's output is RMS-normalized before the output projection. The paper's short causal
+    convolution on q, k, v is left out. MHA's projections plus W_β (d_model·H) and the norm's gain."""
+
+    supports = frozenset({None, "input"})
+    unsupported_reason = {
+        "rotary": "DeltaNet's state is addressed by normalized keys; RoPE would make a token's key depend on its "
+                  "position, which the delta rule's overwrite does not expect (the paper uses none): use "
+                  "pos_enc=none, learned or sinusoidal",
+        "bias": "an additive score bias needs a softmax score matrix, which DeltaNet never forms",
+    }
+
+    def __init__(self, spec: ModelSpec, layer: int, chunk_size: int = 32):
+        super().__init__(spec, layer)
+        self.chunk_size = chunk_size
+        self.beta_proj = nn.Linear(spec.d_model, spec.n_heads, bias=spec.bias)
+        self.out_norm = nn.RMSNorm(spec.head_dim, eps=1e-5)
+
+    @classmethod
+    def check(cls, spec: ModelSpec, knobs: dict) -> list[str]:
+        return [] if knobs["chunk_size"] >= 1 else [f"attention.chunk_size={knobs['chunk_size']} must be an integer >= 1"]
+
+    @property
+    def kv_cache_per_token(self) -> int:
+        return 0
+
+    def cache_numel(self, t: int) -> int:
+        """The state S: H·D_k·D_v numbers, whatever t."""
+        return self.n_heads * self.qk_head_dim * self.v_head_dim if t > 0 else 0
+
+    def context_flops(self, t: int) -> int:
+        """Per token and head: read S with k, write the rank-1 correction, read S with q (D_k·D_v each)."""
+        return 3 * 2 * self.n_heads * self.qk_head_dim * self.v_head_dim
+
+    def mix(self, x: torch.Tensor, context: ForwardContext | None, state: torch.Tensor | None
+            ) -> tuple[torch.Tensor, torch.Tensor]:
+        q, k, v = self.heads(x, context)
+        q, k = (F.normalize(F.silu(t), dim=-1) for t in (q, k))
+        beta = torch.sigmoid(self.beta_proj(x)).transpose(1, 2)  # (B, H, T)
+        o, state = delta_rule_chunked(q * self.head_dim**-0.5, k, v, beta, self.chunk_size, state)
+        return self.out_proj(self.out_norm(o).transpose(1, 2).flatten(2)), state
+
+    def forward(self, x: torch.Tensor, pos: PositionalEncoding, context: ForwardContext | None = None) -> torch.Tensor:
+        return self.mix(x, context, None)[0]
+
+    def decode(self, x: torch.Tensor, pos: PositionalEncoding, context: ForwardContext) -> torch.Tensor:
         y, context.cache.states[self.layer] = self.mix(x, context, context.cache.states.get(self.layer))
         return y

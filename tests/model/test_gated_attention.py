@@ -1,6 +1,7 @@
-"""Gated linear attention (attention=gla) against its recurrence written out token by token in float64 (Yang et
-al. 2024, eqs. for S_t and o_t), for every chunk size and with gates close to zero (the chunked form's exponents must
-stay bounded). Causality, decoding and the contract run in the generic tests over every discovered option."""
+"""Gated linear attention (attention=gla) and DeltaNet (attention=deltanet) against their recurrences written out
+token by token in float64 (GLA: Yang et al. 2024, arXiv 2312.06635; the delta rule: Schlag et al. 2021), for every
+chunk size, and GLA with gates close to zero (the chunked form's exponents must stay bounded). Causality, decoding
+and the contract run in the generic tests over every discovered option."""
 
 from __future__ import annotations
 
@@ -61,13 +62,46 @@ def test_chunks_stay_exact_when_gates_nearly_close():
     torch.testing.assert_close(last, state, atol=1e-12, rtol=1e-10)
 
 
+def recurrent_deltanet(layer, x: torch.Tensor) -> torch.Tensor:
+    """DeltaNet from its weights, one token at a time: q, k = L2norm(SiLU(x W)), β = sigmoid(x W_β),
+    S_t = S_{t-1} - β_t k_t (k_tᵀ S_{t-1}) + β_t k_t v_tᵀ, o_t = S_tᵀ q_t / √D, y = W_O RMSNorm_head(o)."""
+    b, t, _ = x.shape
+    h, d = layer.n_heads, layer.head_dim
+    w_k, w_v = layer.kv_proj.weight.chunk(2, dim=0)
+    state = torch.zeros(b, h, d, d, dtype=x.dtype)
+    outputs = []
+    for i in range(t):
+        xi = x[:, i]
+        q, k = (F.silu((xi @ w.T).view(b, h, d)) for w in (layer.q_proj.weight, w_k))
+        q, k = q / q.norm(dim=-1, keepdim=True), k / k.norm(dim=-1, keepdim=True)
+        v = (xi @ w_v.T).view(b, h, d)
+        beta = torch.sigmoid(xi @ layer.beta_proj.weight.T)[..., None, None]  # (B, H, 1, 1)
+        state = state - beta * k[..., None] * (k[..., None] * state).sum(-2, keepdim=True) \
+            + beta * k[..., None] * v[..., None, :]
+        o = (state * q[..., None]).sum(-2) / d**0.5
+        o = o * torch.rsqrt(o.pow(2).mean(-1, keepdim=True) + 1e-5) * layer.out_norm.weight
+        outputs.append(o.flatten(1) @ layer.out_proj.weight.T)
+    return torch.stack(outputs, dim=1)
+
+
+@pytest.mark.parametrize("chunk_size", [1, 7, 32])
+def test_deltanet_equals_the_delta_rule_token_by_token(chunk_size):
+    spec = make_spec("deltanet", "none", attention_knobs={"chunk_size": chunk_size}, block_size=40)
+    layer, pos = build_layer(spec)
+    x = torch.randn(2, 40, spec.d_model, dtype=DTYPE)
+    torch.testing.assert_close(layer(x, pos), recurrent_deltanet(layer, x), atol=1e-10, rtol=1e-10)
+
+
 @pytest.mark.parametrize("override,line", [
+    ("attention=deltanet attention.chunk_size=0", "attention.chunk_size=0 must be an integer >= 1"),
+    ("attention=deltanet pos_enc=alibi", "DeltaNet never forms"),
     ("attention.chunk_size=0", "attention.chunk_size=0 must be an integer >= 1"),
     ("attention.gate_rank=0", "attention.gate_rank=0 must be an integer >= 1"),
     ("attention.gate_temperature=0.5", "attention.gate_temperature=0.5 must be >= 1"),
     ("pos_enc=rope", "GLA's per-channel forget gates carry position"),
 ])
-def test_bad_gla_settings_are_named_in_one_line(override, line):
+def test_bad_settings_are_named_in_one_line(override, line):
+    overrides = override.split() if override.startswith("attention=") else ["attention=gla", override]
     with pytest.raises(SpecError) as failed:
-        validate(ablate.compose(["model=tiny", "attention=gla", override]))
+        validate(ablate.compose(["model=tiny", *overrides]))
     assert [p for p in failed.value.problems if line in p]
