@@ -1,6 +1,7 @@
-"""Gated linear attention (attention=gla) and DeltaNet (attention=deltanet) against their recurrences written out
-token by token in float64 (GLA: Yang et al. 2024, arXiv 2312.06635; the delta rule: Schlag et al. 2021), for every
-chunk size, and GLA with gates close to zero (the chunked form's exponents must stay bounded). Causality, decoding
+"""Gated linear attention (gla), DeltaNet (deltanet), Gated DeltaNet (gated_deltanet) and Mamba-2 (mamba2) against
+their recurrences written out token by token in float64 (GLA: Yang et al. 2024, arXiv 2312.06635; the delta rule:
+Schlag et al. 2021; gated: Yang et al. 2025, arXiv 2412.06464; SSD: Dao and Gu 2024, arXiv 2405.21060), for several
+chunk sizes, and GLA with gates close to zero (the chunked form's exponents must stay bounded). Causality, decoding
 and the contract run in the generic tests over every discovered option."""
 
 from __future__ import annotations
@@ -31,12 +32,12 @@ def recurrent_gla(layer, x: torch.Tensor) -> torch.Tensor:
         alpha = torch.sigmoid(layer.alpha_up(layer.alpha_down(xi))).view(b, h, d) ** (1 / layer.gate_temperature)
         state = alpha[..., None] * state + k[..., None] * v[..., None, :]
         o = (state * q[..., None]).sum(-2) / d**0.5  # (B, H, D)
-        o = o * torch.rsqrt(o.pow(2).mean(-1, keepdim=True) + 1e-5) * layer.out_norm.weight
+        o = rms(o, layer.out_norm.weight)
         outputs.append((o.flatten(1) * F.silu(layer.out_gate(xi))) @ layer.out_proj.weight.T)
     return torch.stack(outputs, dim=1)
 
 
-@pytest.mark.parametrize("chunk_size", [1, 5, 16, 64])
+@pytest.mark.parametrize("chunk_size", [1, 16])
 def test_gla_equals_its_recurrence_at_every_chunk_size(chunk_size):
     spec = make_spec("gla", "none", attention_knobs={"chunk_size": chunk_size, "gate_rank": 4,
                                                      "gate_temperature": 16.0}, block_size=40)
@@ -62,9 +63,15 @@ def test_chunks_stay_exact_when_gates_nearly_close():
     torch.testing.assert_close(last, state, atol=1e-12, rtol=1e-10)
 
 
-def recurrent_deltanet(layer, x: torch.Tensor) -> torch.Tensor:
+def rms(x: torch.Tensor, gain: torch.Tensor) -> torch.Tensor:
+    return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + 1e-5) * gain
+
+
+def recurrent_deltanet(layer, x: torch.Tensor, gated: bool = False) -> torch.Tensor:
     """DeltaNet from its weights, one token at a time: q, k = L2norm(SiLU(x W)), β = sigmoid(x W_β),
-    S_t = S_{t-1} - β_t k_t (k_tᵀ S_{t-1}) + β_t k_t v_tᵀ, o_t = S_tᵀ q_t / √D, y = W_O RMSNorm_head(o)."""
+    S_t = S_{t-1} - β_t k_t (k_tᵀ S_{t-1}) + β_t k_t v_tᵀ, o_t = S_tᵀ q_t / √D, y = W_O RMSNorm_head(o).
+    gated: S_{t-1} first decays by α_t = exp(-exp(A_log)·softplus(x W_α + dt_bias)), and y = W_O (RMSNorm_head(o) ⊙
+    SiLU(x W_g))."""
     b, t, _ = x.shape
     h, d = layer.n_heads, layer.head_dim
     w_k, w_v = layer.kv_proj.weight.chunk(2, dim=0)
@@ -76,25 +83,60 @@ def recurrent_deltanet(layer, x: torch.Tensor) -> torch.Tensor:
         q, k = q / q.norm(dim=-1, keepdim=True), k / k.norm(dim=-1, keepdim=True)
         v = (xi @ w_v.T).view(b, h, d)
         beta = torch.sigmoid(xi @ layer.beta_proj.weight.T)[..., None, None]  # (B, H, 1, 1)
+        if gated:
+            dt = F.softplus(xi @ layer.alpha_proj.weight.T + layer.dt_bias)
+            state = torch.exp(-layer.a_log.exp() * dt)[..., None, None] * state
         state = state - beta * k[..., None] * (k[..., None] * state).sum(-2, keepdim=True) \
             + beta * k[..., None] * v[..., None, :]
         o = (state * q[..., None]).sum(-2) / d**0.5
-        o = o * torch.rsqrt(o.pow(2).mean(-1, keepdim=True) + 1e-5) * layer.out_norm.weight
-        outputs.append(o.flatten(1) @ layer.out_proj.weight.T)
+        o = rms(o, layer.out_norm.weight).flatten(1)
+        if gated:
+            o = o * F.silu(xi @ layer.out_gate.weight.T)
+        outputs.append(o @ layer.out_proj.weight.T)
     return torch.stack(outputs, dim=1)
 
 
-@pytest.mark.parametrize("chunk_size", [1, 7, 32])
-def test_deltanet_equals_the_delta_rule_token_by_token(chunk_size):
-    spec = make_spec("deltanet", "none", attention_knobs={"chunk_size": chunk_size}, block_size=40)
+@pytest.mark.parametrize("gated", [False, True], ids=["deltanet", "gated_deltanet"])
+@pytest.mark.parametrize("chunk_size", [1, 7])
+def test_deltanet_equals_the_delta_rule_token_by_token(chunk_size, gated):
+    spec = make_spec("gated_deltanet" if gated else "deltanet", "none", attention_knobs={"chunk_size": chunk_size},
+                     block_size=40)
     layer, pos = build_layer(spec)
     x = torch.randn(2, 40, spec.d_model, dtype=DTYPE)
-    torch.testing.assert_close(layer(x, pos), recurrent_deltanet(layer, x), atol=1e-10, rtol=1e-10)
+    torch.testing.assert_close(layer(x, pos), recurrent_deltanet(layer, x, gated), atol=1e-10, rtol=1e-10)
+
+
+def recurrent_mamba2(layer, x: torch.Tensor) -> torch.Tensor:
+    """Mamba-2's SSD from its weights, one token at a time: [z, x, B, C, dt] = x W_in, dt = softplus(dt + dt_bias),
+    per head S_t = exp(-dt_t·exp(A_log)) S_{t-1} + dt_t B_t x_tᵀ (N × P), y_t = S_tᵀ C_t + D x_t,
+    out = W_O RMSNorm(y ⊙ SiLU(z))."""
+    b, t, _ = x.shape
+    h, p, n = layer.n_heads, layer.head_dim, layer.state_size
+    state = torch.zeros(b, h, n, p, dtype=x.dtype)
+    outputs = []
+    for i in range(t):
+        z, xs, bs, cs, dt = (x[:, i] @ layer.in_proj.weight.T).split([h * p, h * p, n, n, h], dim=-1)
+        xs, dt = xs.view(b, h, p), F.softplus(dt + layer.dt_bias)
+        state = torch.exp(-dt * layer.a_log.exp())[..., None, None] * state \
+            + dt[..., None, None] * bs[:, None, :, None] * xs[:, :, None, :]
+        y = (state * cs[:, None, :, None]).sum(-2) + layer.skip[:, None] * xs  # (B, H, P)
+        outputs.append(rms(y.flatten(1) * F.silu(z), layer.norm.weight) @ layer.out_proj.weight.T)
+    return torch.stack(outputs, dim=1)
+
+
+@pytest.mark.parametrize("chunk_size", [1, 16])
+def test_mamba2_equals_its_recurrence_token_by_token(chunk_size):
+    spec = make_spec("mamba2", "none", attention_knobs={"chunk_size": chunk_size, "state_size": 6}, block_size=40)
+    layer, pos = build_layer(spec)
+    x = torch.randn(2, 40, spec.d_model, dtype=DTYPE)
+    torch.testing.assert_close(layer(x, pos), recurrent_mamba2(layer, x), atol=1e-10, rtol=1e-10)
 
 
 @pytest.mark.parametrize("override,line", [
     ("attention=deltanet attention.chunk_size=0", "attention.chunk_size=0 must be an integer >= 1"),
     ("attention=deltanet pos_enc=alibi", "DeltaNet never forms"),
+    ("attention=mamba2 attention.state_size=0", "attention.state_size=0 must be an integer >= 1"),
+    ("attention=mamba2 pos_enc=rope", "Mamba-2's decays carry position"),
     ("attention.chunk_size=0", "attention.chunk_size=0 must be an integer >= 1"),
     ("attention.gate_rank=0", "attention.gate_rank=0 must be an integer >= 1"),
     ("attention.gate_temperature=0.5", "attention.gate_temperature=0.5 must be >= 1"),
