@@ -2,10 +2,12 @@
 
     python benchmarks/attention.py                       # T in 512 1024 2048 4096 8192, model=small widths
     python benchmarks/attention.py --lengths 512 1024 --repeats 5 --variants mha local diff mha+qk_norm
+    python benchmarks/attention.py --lengths 1024 --variants gla gla+chunk_size=1 --no-memory   # chunked vs recurrent
 
 One attention layer (model=small: d_model 256, 8 heads; each variant with its conf/attention/*.yaml defaults,
 pos_enc=none so only attention is timed), batch 1, float32, torch threads = --threads. A variant is an option name,
-optionally with boolean knobs switched on after `+`: `mha+qk_norm`, `gqa+qk_norm+gate`.
+optionally with knobs after `+`, booleans switched on or set to a value: `mha+qk_norm`, `gqa+qk_norm+gate`,
+`deltanet+chunk_size=1` (a chunk of one token is the token-by-token recurrence of the chunked linear attentions).
 
 wall: best of --repeats forward+backward passes (wall clock), the variants interleaved round by round so that load
     from other processes hits all of them alike; ratios are against MHA at the same T, in the same process.
@@ -30,19 +32,20 @@ import time
 
 import torch
 
-VARIANTS = ["mha", "mqa", "gqa", "local", "bigbird", "linear", "mla", "diff", "mha+qk_norm", "mha+gate",
-            "mha+qk_norm+gate"]
+VARIANTS = ["mha", "mqa", "gqa", "local", "bigbird", "linear", "mla", "diff", "gla", "deltanet", "gated_deltanet",
+            "mamba2", "mha+qk_norm", "mha+gate", "mha+qk_norm+gate"]
 
 
 def build(variant: str, t: int):
-    """One attention layer of `variant` (its YAML defaults, plus the knobs named after `+` set true) at model=small
-    widths with context t, and its input."""
+    """One attention layer of `variant` (its YAML defaults, plus the knobs named after `+`: set true, or to the value
+    given, `gla+chunk_size=1`) at model=small widths with context t, and its input."""
     import ablate
     from ablate.model.pos_enc import NoPositionalEncoding
     from ablate.config import model_spec
 
     name, *knobs = variant.split("+")
-    overrides = [f"attention={name}", *(f"attention.{knob}=true" for knob in knobs), "pos_enc=none", "model=small",
+    overrides = [f"attention={name}", *(f"attention.{knob}" if "=" in knob else f"attention.{knob}=true"
+                                             for knob in knobs), "pos_enc=none", "model=small",
                  f"model.block_size={t}", "dropout=off"]
     cfg = ablate.compose(overrides)
     spec = model_spec(cfg, vocab_size=256)
