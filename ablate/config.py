@@ -285,6 +285,7 @@ def _check_train(t: TrainSpec) -> list[str]:
         problems.append(f"train.betas={list(t.betas)} must be two numbers in [0, 1), e.g. [0.9, 0.95]")
     if not t.grad_clip >= 0:
         problems.append(f"train.grad_clip={t.grad_clip} must be >= 0 (0 turns clipping off)")
+    problems += _check_ensemble_seeds(t.ensemble_seeds)
     s = t.sample
     if not (s.tokens >= 0 and s.temperature >= 0 and 0 < s.top_p <= 1):
         problems.append("train.sample needs tokens >= 0, temperature >= 0 and 0 < top_p <= 1")
@@ -293,12 +294,39 @@ def _check_train(t: TrainSpec) -> list[str]:
     return problems
 
 
+def _check_ensemble_seeds(seeds: list[int] | None) -> list[str]:
+    if seeds is None:
+        return []
+    if not seeds:
+        return ["train.ensemble_seeds=[] trains no seed: list the seeds to train together, e.g. [0,1,2], or null "
+                "for one run of `seed`"]
+    repeated = sorted({s for s in seeds if seeds.count(s) > 1})
+    if repeated:
+        return [f"train.ensemble_seeds={list(seeds)} repeats seed {', '.join(map(str, repeated))}: each member is "
+                f"the run of one seed; list every seed once"]
+    return []
+
+
+def ensemble_override_problems(cfg: DictConfig, overrides: list[str]) -> list[str]:
+    """An ensemble job names its seeds itself: a `seed` override beside it (a seed sweep makes one per job) would
+    train every listed seed once per job, or be silently ignored."""
+    seeds = OmegaConf.select(cfg, "train.ensemble_seeds")
+    given = [o for o in overrides if o.split("=", 1)[0].lstrip("+~") == "seed"]
+    if seeds is None or not given:
+        return []
+    return [f"train.ensemble_seeds={list(seeds)} names the seeds itself: drop {given[0]} (with a seed sweep every "
+            f"job would train the same seeds again)"]
+
+
 def _check_processes(t: TrainSpec) -> list[str]:
     """A run of N processes (torchrun, a multi-task SLURM job) splits each global batch into N equal shares, each
     into grad_accum micro-batches."""
     from ablate.training.distributed import world_size  # (here: ablate.training imports this module)
 
     world = world_size()
+    if world > 1 and t.ensemble_seeds is not None:
+        return [f"train.ensemble_seeds trains several seeds in one process; it cannot run in {world} processes "
+                f"(torchrun/DDP): launch the ensemble as one process, or drop train.ensemble_seeds"]
     if world == 1 or t.batch_size % (world * t.grad_accum) == 0:
         return []
     return [f"train.batch_size={t.batch_size} must be divisible by world_size x train.grad_accum = {world} x "

@@ -34,3 +34,11 @@ def job_dirname(overrides) -> str:
     digest = hashlib.sha256(text.encode()).hexdigest()[:10]
     readable = _UNSAFE.sub("_", text).replace("..", "_").lstrip(".")[: MAX_DIRNAME - 11]
     return f"{readable}-{digest}" if readable else digest
+
+
+MEMBER_GLOB = "seed=*"  # the run dirs of an ensemble job's members, inside the job's dir (train.ensemble_seeds)
+
+
+def member_dirname(seed: int) -> str:
+    """The run dir of one member of an ensemble job, inside the job's dir: `seed=<k>`."""
+    return f"seed={seed}"

@@ -19,7 +19,10 @@ COMPONENT_FAMILIES = ("pos_enc", "attention", "ffn", "norm", "placement")
 # config hash (so a rerun with other logging continues the same run), run and job-dir names, and the keys the
 # comparison report ignores. `debug` is the fault injection of runs recorded before it moved into the tests.
 RECORDING_ONLY = ("out_dir", "logger", "device", "resume", "study", "sweep", "debug", "hydra", "data.cache_dir",
-                  "train.keep_checkpoints", "train.inference")
+                  "train.keep_checkpoints", "train.inference",
+                  # how seeds are scheduled, not what one seed computes: each member of an ensemble job records the
+                  # config hash of the separate run of its seed (ablate.training.ensemble)
+                  "train.ensemble_seeds")
 # Keys that make a run a repeat of the same variant, not another variant (data.order: how the seed and data.seed
 # pick the order of training batches, ablate.data.batches.order_seed).
 REPEAT_KEYS = ("seed", "data.seed", "data.order")
@@ -218,6 +221,7 @@ class TrainSpec:
     grad_accum: int = 1  # micro-batches per step: batch_size stays the batch of one optimizer step
     inference: InferenceSpec = field(default_factory=InferenceSpec)
     optim: OptimSpec = field(default_factory=OptimSpec)  # from the `optim` group, not conf/train
+    ensemble_seeds: list[int] | None = None  # these seeds trained in one process as one stacked model; None: `seed`
 
     def total_steps(self, device: str, block_size: int) -> int:
         """The step budget: an explicit token budget wins, then explicit steps, then the per-device default."""

@@ -133,16 +133,17 @@ def job_problems(config_loader: Any, config: DictConfig, job: list[str]) -> list
     job, which checks before it writes anything)."""
     from hydra.errors import HydraException
 
-    from ablate.config import validate
+    from ablate.config import ensemble_override_problems, validate
 
     runs_here = OmegaConf.select(config, "hydra.launcher._target_") == LOCAL_LAUNCHER
     try:
-        validate(config_loader.load_sweep_config(config, list(job)), runs_here=runs_here)
+        job_config = config_loader.load_sweep_config(config, list(job))
+        validate(job_config, runs_here=runs_here)
     except SpecError as e:
         return list(e.problems)
     except HydraException as e:
         return [composition_problem(e)]
-    return []
+    return ensemble_override_problems(job_config, list(job))
 
 
 def composition_problem(e: Exception) -> str:

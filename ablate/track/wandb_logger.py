@@ -96,7 +96,8 @@ class NullLogger:
 
 
 class WandbLogger(NullLogger):
-    def __init__(self, run_dir: str, name: str, config: dict[str, Any], settings: dict[str, Any], run_id: str | None):
+    def __init__(self, run_dir: str, name: str, config: dict[str, Any], settings: dict[str, Any], run_id: str | None,
+                 concurrent: bool = False):
         import wandb
 
         self.mode = resolve_mode(str(settings.get("mode", "auto")))
@@ -112,7 +113,8 @@ class WandbLogger(NullLogger):
             config=config,
             dir=run_dir,
             mode=self.mode,
-            reinit="finish_previous",  # a multirun job never inherits the previous job's run
+            # a multirun job never inherits the previous job's run; an ensemble's members are open side by side
+            reinit="create_new" if concurrent else "finish_previous",
             settings=wandb.Settings(console="off", init_timeout=30, silent=True),
         )
         self.run_id = self.run.id
@@ -154,14 +156,15 @@ def _escape(text: str) -> str:
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
-def make_logger(logger_cfg: dict[str, Any], run_dir: str, name: str, config: dict[str, Any], run_id: str | None):
+def make_logger(logger_cfg: dict[str, Any], run_dir: str, name: str, config: dict[str, Any], run_id: str | None,
+                concurrent: bool = False):
     if logger_cfg.get("name") != "wandb":
         return NullLogger()
     try:
-        return WandbLogger(run_dir, name, config, logger_cfg, run_id)
+        return WandbLogger(run_dir, name, config, logger_cfg, run_id, concurrent)
     except Exception as e:  # noqa: BLE001 - W&B is a mirror: a run goes on without it
         if resolve_mode(str(logger_cfg.get("mode", "auto"))) == "online":
             go_offline(f"the online start failed ({e})")
-            return make_logger(logger_cfg, run_dir, name, config, run_id)
+            return make_logger(logger_cfg, run_dir, name, config, run_id, concurrent)
         log.warning("W&B could not start (%s); logging to local files only", e)
         return NullLogger()

@@ -23,6 +23,7 @@ from ablate.config import validate
 from ablate.data import load_tokens
 from ablate.data.batches import order_seed
 from ablate.model import TransformerLM, count_parameters, flops_per_token
+from ablate.naming import MEMBER_GLOB
 from ablate.spec import ModelSpec, TrainSpec
 from ablate.sweep.manifest import FILENAME as MANIFEST
 from ablate.track import NullLogger, RunFiles, config_hash
@@ -74,6 +75,10 @@ def train(cfg: DictConfig, overrides: list[str] | None = None, *, hooks: Iterabl
     """
     overrides = list(overrides or [])
     mspec, tspec = validate(cfg, runs_here=True)  # nothing exists yet: no run dir, cache, model or W&B run
+    if tspec.ensemble_seeds is not None:  # several seeds in one process, each its own run dir
+        from ablate.training.ensemble import train_ensemble
+
+        return train_ensemble(cfg, overrides, list(hooks))
     if distributed.world_size() > 1:  # every process runs rank 0's job (its config, overrides and run dir)
         distributed.start(pick_device(str(cfg.device)))
         job = distributed.share((OmegaConf.to_container(cfg, resolve=True), overrides))
@@ -100,17 +105,19 @@ def choose_run_dir(cfg: DictConfig, digest: str, may_resume: bool) -> Path:
     return (same_job_in_sweep(run_dir, digest) or run_dir) if may_resume else run_dir
 
 
-def same_job_in_sweep(run_dir: Path, digest: str) -> Path | None:
+def same_job_in_sweep(run_dir: Path, digest: str, sweep_dir: Path | None = None) -> Path | None:
     """Another job dir of the same sweep (a dir with ablate's manifest.json) that holds this very computation, when
     this job's own dir does not: skipping and resuming follow the config hash, not the job dir's name (which
     changes when, say, `seed=0,1,2` is added to a finished sweep's command). A finished one is skipped; an
-    interrupted one no process holds is continued; one being written right now is left to its writer."""
-    sweep_dir = run_dir.parent
+    interrupted one no process holds is continued; one being written right now is left to its writer. The run dirs
+    of ensemble jobs' members (`<job dir>/seed=<k>`) count as job dirs; a member's `sweep_dir` is its job's parent."""
+    sweep_dir = sweep_dir or run_dir.parent
     own = RunFiles(run_dir).read_summary() if run_dir.exists() else None
     if not (sweep_dir / MANIFEST).exists() or (own and own.get("config_hash") == digest):
         return None
     candidates = []
-    for path in sorted(sweep_dir.glob("*/summary.json")):  # its own dir is among them only with another hash
+    found_summaries = [*sweep_dir.glob("*/summary.json"), *sweep_dir.glob(f"*/{MEMBER_GLOB}/summary.json")]
+    for path in sorted(found_summaries):  # its own dir is among them only with another hash
         files = RunFiles(path.parent)
         summary = files.read_summary()
         if summary and summary.get("config_hash") == digest and not files.is_busy():

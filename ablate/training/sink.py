@@ -40,10 +40,13 @@ class MetricsSink:
         self.files, self.mirror = files, mirror
 
     @classmethod
-    def open(cls, files: RunFiles, cfg: DictConfig, overrides: list[str], wandb_id: str | None) -> MetricsSink:
-        """The run dir plus the logger `cfg.logger` asks for (W&B, resuming run `wandb_id` if given, or none)."""
+    def open(cls, files: RunFiles, cfg: DictConfig, overrides: list[str], wandb_id: str | None,
+             concurrent: bool = False) -> MetricsSink:
+        """The run dir plus the logger `cfg.logger` asks for (W&B, resuming run `wandb_id` if given, or none).
+        `concurrent`: other runs of this process stay open meanwhile (the members of an ensemble)."""
         name = cfg.logger.get("run_name") or run_name(overrides)
-        return cls(files, make_logger(logger_settings(cfg), str(files.dir), name, wandb_config(cfg), run_id=wandb_id))
+        return cls(files, make_logger(logger_settings(cfg), str(files.dir), name, wandb_config(cfg), run_id=wandb_id,
+                                      concurrent=concurrent))
 
     @property
     def run_id(self) -> str | None:
