@@ -42,3 +42,9 @@ MEMBER_GLOB = "seed=*"  # the run dirs of an ensemble job's members, inside the 
 def member_dirname(seed: int) -> str:
     """The run dir of one member of an ensemble job, inside the job's dir: `seed=<k>`."""
     return f"seed={seed}"
+
+
+def member_overrides(overrides, seed: int) -> list[str]:
+    """The overrides of the separate run of `seed` that an ensemble member records: the job's own without a seed,
+    then `seed=<k>` (the ensemble's own key stays: recording-only, it leaves names and hashes alone)."""
+    return [*(str(o) for o in overrides if str(o).split("=", 1)[0].lstrip("+~") != "seed"), f"seed={seed}"]

@@ -55,6 +55,9 @@ class Manifest:
     seeds: list[int] = field(default_factory=list)
     fixed: list[str] = field(default_factory=list)  # the overrides every job shares
     jobs: list[list[str]] = field(default_factory=list)  # each job's overrides, in launch order
+    # train.ensemble_seeds: the run each job's members record, as the overrides of the separate run of that seed
+    # (`<job's overrides>, seed=<k>`), in launch order; absent when no job is an ensemble
+    members: list[list[str]] = field(default_factory=list)
 
     def to_json(self) -> str:
         """Indented JSON with one line per study and per job."""
@@ -69,6 +72,8 @@ class Manifest:
         lines = [f'  "version": {json.dumps(data["version"])}', f'  "studies": {items(data["studies"])}',
                  f'  "seeds": {json.dumps(data["seeds"])}', f'  "fixed": {json.dumps(data["fixed"])}',
                  f'  "jobs": {items(data["jobs"])}']
+        if data["members"]:
+            lines.append(f'  "members": {items(data["members"])}')
         return "{\n" + ",\n".join(lines) + "\n}\n"
 
     @classmethod
@@ -85,7 +90,8 @@ class Manifest:
         return cls(version=VERSION, studies=[_study_entry(s) for s in studies],
                    seeds=[_int(s, "seeds") for s in _list(data.get("seeds", []), "seeds")],
                    fixed=_strings(data.get("fixed", []), "fixed"),
-                   jobs=[_strings(job, "jobs") for job in _list(data.get("jobs", []), "jobs")])
+                   jobs=[_strings(job, "jobs") for job in _list(data.get("jobs", []), "jobs")],
+                   members=[_strings(m, "members") for m in _list(data.get("members", []), "members")])
 
 
 def _study_entry(data: Any) -> StudyEntry:

@@ -14,6 +14,7 @@ from omegaconf import DictConfig
 from rich.console import Console
 from rich.table import Table
 
+from ablate.naming import MEMBER_GLOB
 from ablate.spec import FAMILIES
 from ablate.sweep.tune import TUNING_DIR, unchosen
 from ablate.track import atomic_write
@@ -35,9 +36,11 @@ def read_job_summary(path: Path) -> dict[str, Any]:
 
 
 def collect_summaries(sweep_dir: Path) -> list[dict[str, Any]]:
-    """The summaries of a sweep's jobs, in launch order."""
+    """The summaries of a sweep's jobs, in launch order; an ensemble job's members (train.ensemble_seeds), each a
+    run of its own, in their job's place."""
     rows = []
-    for path in [*sweep_dir.glob("*/summary.json"), *sweep_dir.glob(f"{TUNING_DIR}/*/summary.json")]:
+    for path in [*sweep_dir.glob("*/summary.json"), *sweep_dir.glob(f"*/{MEMBER_GLOB}/summary.json"),
+                 *sweep_dir.glob(f"{TUNING_DIR}/*/summary.json")]:
         summary = read_job_summary(path)
         summary["run_dir"] = str(path.parent)
         rows.append((_job_number(path.parent), summary))
@@ -51,8 +54,11 @@ def unfinished(rows: list[dict[str, Any]]) -> list[str]:
 
 
 def _job_number(run_dir: Path) -> int:
-    """Hydra's number for the job (hydra.job.num in .hydra/hydra.yaml); jobs without one sort last."""
+    """Hydra's number for the job (hydra.job.num in .hydra/hydra.yaml; an ensemble member's: its job's); jobs
+    without one sort last."""
     hydra_yaml = run_dir / ".hydra" / "hydra.yaml"
+    if not hydra_yaml.exists():
+        hydra_yaml = run_dir.parent / ".hydra" / "hydra.yaml"
     if hydra_yaml.exists():
         found = re.search(r"^    num: (\d+)$", hydra_yaml.read_text(), re.MULTILINE)
         if found:

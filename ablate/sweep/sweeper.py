@@ -17,16 +17,19 @@ import logging
 from typing import Any
 
 from hydra.core.override_parser.types import Override
-from omegaconf import DictConfig, OmegaConf
+import yaml
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from ablate import CONF_DIR
 from ablate.components.options import option_names
 from ablate.spec import REPEAT_KEYS, SpecError, key_in
+from ablate.naming import member_overrides
 from ablate.sweep.manifest import Manifest, StudyEntry, adhoc_manifest
 
 log = logging.getLogger("ablate")
 STUDY_DIR = CONF_DIR / "study"
 LOCAL_LAUNCHER = "hydra._internal.core_plugins.basic_launcher.BasicLauncher"  # Hydra's default: jobs run here
+ENSEMBLE_KEY = "train.ensemble_seeds"
 VARIANT_KEY = "study.variant"  # what a study of named variants sweeps; summary.json's `variant`
 
 
@@ -74,9 +77,22 @@ def plan_jobs(config: DictConfig, overrides: list[Override], cli_jobs: list[list
     study = config.get("study")
     seeds, fixed = _seeds(overrides), _fixed(overrides)
     if not (study and study.get("name")):
-        return cli_jobs, adhoc_manifest(_sweeps(overrides), seeds, fixed, cli_jobs)
-    jobs, entries = study_jobs(study, cli_jobs, searchpath_of(config))
-    return jobs, Manifest(studies=entries, seeds=seeds, fixed=fixed, jobs=jobs)
+        jobs, manifest = cli_jobs, adhoc_manifest(_sweeps(overrides), seeds, fixed, cli_jobs)
+    else:
+        jobs, entries = study_jobs(study, cli_jobs, searchpath_of(config))
+        manifest = Manifest(studies=entries, seeds=seeds, fixed=fixed, jobs=jobs)
+    for job in jobs:
+        ensemble = _ensemble_seeds(config, job)
+        manifest.members += [member_overrides(job, seed) for seed in ensemble]
+        manifest.seeds = manifest.seeds or ensemble
+    return jobs, manifest
+
+
+def _ensemble_seeds(config: DictConfig, job: list[str]) -> list[int]:
+    """The seeds a job trains as one ensemble (train.ensemble_seeds: its own override, else the sweep's config)."""
+    given = [o.split("=", 1)[1] for o in job if _key(o) == ENSEMBLE_KEY]
+    seeds = yaml.safe_load(given[-1]) if given else OmegaConf.select(config, ENSEMBLE_KEY)
+    return [int(seed) for seed in seeds] if isinstance(seeds, (list, ListConfig)) else []
 
 
 def study_jobs(study: DictConfig, cli_jobs: list[list[str]], searchpath: tuple[str, ...] = ()

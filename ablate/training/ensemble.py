@@ -31,7 +31,7 @@ from ablate.config import ensemble_override_problems, validate
 from ablate.data import load_tokens
 from ablate.data.batches import order_seed
 from ablate.model import TransformerLM, count_parameters, flops_per_token
-from ablate.naming import member_dirname
+from ablate.naming import member_dirname, member_overrides, run_name
 from ablate.spec import ModelSpec, SpecError, TrainSpec
 from ablate.track import RunFiles, config_hash
 from ablate.weights import FINAL_WEIGHTS
@@ -75,11 +75,6 @@ def member_config(cfg: DictConfig, seed: int) -> DictConfig:
         member.seed = seed
         member.out_dir = None
     return member
-
-
-def member_overrides(overrides: list[str], seed: int) -> list[str]:
-    """The overrides of the separate run of `seed`: the job's own, with `seed=<k>`."""
-    return [*(o for o in overrides if o.split("=", 1)[0].lstrip("+~") != "seed"), f"seed={seed}"]
 
 
 def train_ensemble(cfg: DictConfig, overrides: list[str], hooks: list[Callable[[TrainState], None]]
@@ -127,8 +122,6 @@ def _job_result(summaries: list[dict[str, Any]], overrides: list[str]) -> dict[s
     statuses = [s.get("status") for s in summaries]
     status = next((bad for bad in ("failed", "running", "diverged") if bad in statuses), COMPLETED)
     losses = [s["final/val_loss"] for s in summaries if isinstance(s.get("final/val_loss"), (int, float))]
-    from ablate.naming import run_name
-
     return {"status": status, "overrides": run_name(overrides),
             "final/val_loss": sum(losses) / len(losses) if losses else float("nan"), "members": summaries}
 
