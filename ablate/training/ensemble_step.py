@@ -11,7 +11,7 @@ import torch.nn.functional as F
 
 from ablate.spec import TrainSpec
 from ablate.training.device import autocast
-from ablate.training.optim import parameter_groups, set_lr
+from ablate.training.optim import adamw, parameter_groups, set_lr
 from ablate.training.parallelize import parallelize
 from ablate.training.stacked import stack_members
 from ablate.training.state import TrainState, rng_state, set_rng_state
@@ -22,6 +22,8 @@ def make_step(states: list[TrainState], tspec: TrainSpec, device: str, rngs: lis
               ) -> tuple[StackedStep | MemberLoop, str]:
     """The stacked step when the members' components all have a stacked form, else the member loop; and why not.
     `rngs`: each member's random stream (the loop keeps them apart; the stacked step draws from the global one)."""
+    if tspec.optim.name != "adamw":  # Muon orthogonalizes each member's matrices: not elementwise over the stack
+        return MemberLoop(states, tspec, device, rngs), f"optim={tspec.optim.name} has no stacked form"
     model, stacked, reason = stack_members([s.model for s in states])
     if model is None:
         return MemberLoop(states, tspec, device, rngs), reason
@@ -81,8 +83,7 @@ class StackedStep:
         self.params = [stacked[id(p)] for p in member.parameters()]
         groups = [{**g, "params": [stacked[id(p)] for p in g["params"]]}
                   for g in parameter_groups(member, tspec.weight_decay)]
-        self.optimizer = torch.optim.AdamW(groups, lr=tspec.lr, betas=tuple(tspec.betas),
-                                           fused=device.startswith("cuda"))
+        self.optimizer = adamw(groups, tspec, device)
         self.load_optimizers()
         self.step_fn = parallelize(model, tspec, device)
 

@@ -43,12 +43,13 @@ def _train(tmp_path, overrides, name, hooks=()):
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     """An ensemble job of seeds 0 and 1 and the separate runs of those seeds, at the default components (learned
-    positions, LayerNorm, MHA, ReLU: the stacked path) and with T5 relative positions (no stacked form: the loop)."""
+    positions, LayerNorm, MHA, ReLU: the stacked path), with T5 relative positions (no stacked form: the loop) and
+    with Muon (matrix-wise updates: the loop)."""
     from tests.conftest import TINY
 
     tmp = tmp_path_factory.mktemp("ensemble")
     made = {}
-    for variant, extra in (("stacked", []), ("loop", ["pos_enc=relative"])):
+    for variant, extra in (("stacked", []), ("loop", ["pos_enc=relative"]), ("muon", ["optim=muon"])):
         overrides = [*TINY, *OFF, *extra]
         made[variant] = {"job": _train(tmp, [*overrides, "train.ensemble_seeds=[0,1]"], f"{variant}-job"),
                          "separate": [_train(tmp, [*overrides, f"seed={s}"], f"{variant}-seed{s}")[1] for s in (0, 1)],
@@ -56,7 +57,7 @@ def runs(tmp_path_factory):
     return made
 
 
-@pytest.mark.parametrize("variant", ["stacked", "loop"])
+@pytest.mark.parametrize("variant", ["stacked", "loop", "muon"])
 def test_members_equal_separate_runs(runs, variant):
     result, job_dir = runs[variant]["job"]
     assert result["status"] == "completed" and len(result["members"]) == 2
