@@ -53,7 +53,23 @@ def gla_chunked(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, log_alpha: to
     return torch.cat(outputs, dim=2), state
 
 
-class GatedLinearAttention(MultiHeadAttention):
+class StateMixer:
+    """What the recurrent options share (mixed in before their attention base): `mix(x, context, state)` returns the
+    layer's output and the state after the last token; training runs it from no state, decoding from the cache's,
+    and nothing grows per token (the state has a fixed size, `cache_numel`)."""
+
+    kv_cache_per_token = 0
+
+    def forward(self, x: torch.Tensor, pos: PositionalEncoding, context: ForwardContext | None = None) -> torch.Tensor:
+        return self.mix(x, context, None)[0]
+
+    def decode(self, x: torch.Tensor, pos: PositionalEncoding, context: ForwardContext) -> torch.Tensor:
+        """The recurrence from the state of every earlier token; this pass's tokens are added to it."""
+        y, context.cache.states[self.layer] = self.mix(x, context, context.cache.states.get(self.layer))
+        return y
+
+
+class GatedLinearAttention(StateMixer, MultiHeadAttention):
     """GLA with MHA's q, k, v and output projections, plus the low-rank forget gate, the output gate and a per-head
     RMSNorm."""
 
@@ -83,10 +99,6 @@ class GatedLinearAttention(MultiHeadAttention):
                             f"larger keeps the gates nearer 1)")
         return problems
 
-    @property
-    def kv_cache_per_token(self) -> int:
-        """Nothing grows per token: decoding keeps S, H·D_k·D_v numbers."""
-        return 0
 
     def cache_numel(self, t: int) -> int:
         return self.n_heads * self.qk_head_dim * self.v_head_dim if t > 0 else 0
@@ -107,14 +119,6 @@ class GatedLinearAttention(MultiHeadAttention):
         o, state = gla_chunked(q * self.head_dim**-0.5, k, v, self.log_alpha(x), self.chunk_size, state)
         y = self.out_norm(o).transpose(1, 2).flatten(2) * F.silu(self.out_gate(x))  # (B, T, H·D_v)
         return self.out_proj(y), state
-
-    def forward(self, x: torch.Tensor, pos: PositionalEncoding, context: ForwardContext | None = None) -> torch.Tensor:
-        return self.mix(x, context, None)[0]
-
-    def decode(self, x: torch.Tensor, pos: PositionalEncoding, context: ForwardContext) -> torch.Tensor:
-        """The recurrence from the state of every earlier token; this pass's tokens are added to it."""
-        y, context.cache.states[self.layer] = self.mix(x, context, context.cache.states.get(self.layer))
-        return y
 
 
 def delta_rule_chunked(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, beta: torch.Tensor, chunk_size: int,
@@ -152,7 +156,7 @@ def delta_rule_chunked(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, beta: 
     return torch.cat(outputs, dim=2), state
 
 
-class DeltaNet(MultiHeadAttention):
+class DeltaNet(StateMixer, MultiHeadAttention):
     """DeltaNet (Schlag et al., 2021; chunked by Yang et al., 2024, arXiv 2406.06484): a linear attention whose state
     is written by the delta rule, S_t = S_{t-1} + β_t k_t (v_t - S_{t-1}ᵀ k_t)ᵀ: each token replaces what the state
     held for its key by a β_t-mix of the old and the new value instead of only adding to it. q and k go through SiLU
@@ -178,9 +182,6 @@ class DeltaNet(MultiHeadAttention):
     def check(cls, spec: ModelSpec, knobs: dict) -> list[str]:
         return [] if knobs["chunk_size"] >= 1 else [f"attention.chunk_size={knobs['chunk_size']} must be an integer >= 1"]
 
-    @property
-    def kv_cache_per_token(self) -> int:
-        return 0
 
     def cache_numel(self, t: int) -> int:
         """The state S: H·D_k·D_v numbers, whatever t."""
@@ -197,13 +198,6 @@ class DeltaNet(MultiHeadAttention):
         beta = torch.sigmoid(self.beta_proj(x)).transpose(1, 2)  # (B, H, T)
         o, state = delta_rule_chunked(q * self.head_dim**-0.5, k, v, beta, self.chunk_size, state)
         return self.out_proj(self.out_norm(o).transpose(1, 2).flatten(2)), state
-
-    def forward(self, x: torch.Tensor, pos: PositionalEncoding, context: ForwardContext | None = None) -> torch.Tensor:
-        return self.mix(x, context, None)[0]
-
-    def decode(self, x: torch.Tensor, pos: PositionalEncoding, context: ForwardContext) -> torch.Tensor:
-        y, context.cache.states[self.layer] = self.mix(x, context, context.cache.states.get(self.layer))
-        return y
 
 
 def mamba_decay_init(n_heads: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -237,7 +231,7 @@ class GatedDeltaNet(DeltaNet):
         return self.out_proj(y), state
 
 
-class Mamba2(Attention):
+class Mamba2(StateMixer, Attention):
     """Mamba-2's SSD mixer (Dao and Gu, 2024, arXiv 2405.21060) in attention's place: per head h (head dim P) a state
     S (N × P) with a scalar decay, S_t = a_t S_{t-1} + dt_t B_t x_tᵀ, y_t = S_tᵀ C_t + D_h x_t, where
     a_t = exp(-dt_t·exp(A_log_h)), dt_t = softplus(x W_dt + dt_bias), and B_t, C_t (N each) are shared by the heads.
@@ -271,9 +265,6 @@ class Mamba2(Attention):
         return [f"attention.{name}={knobs[name]} must be an integer >= 1"
                 for name in ("state_size", "chunk_size") if knobs[name] < 1]
 
-    @property
-    def kv_cache_per_token(self) -> int:
-        return 0
 
     def cache_numel(self, t: int) -> int:
         """The state: H·N·P numbers, whatever t."""
@@ -283,7 +274,8 @@ class Mamba2(Attention):
         """Per token and head: decay and add B⊗x to the state, read it with C (N·P each)."""
         return 2 * 2 * self.n_heads * self.state_size * self.head_dim
 
-    def mix(self, x: torch.Tensor, state: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+    def mix(self, x: torch.Tensor, context: ForwardContext | None, state: torch.Tensor | None
+            ) -> tuple[torch.Tensor, torch.Tensor]:
         b, t, _ = x.shape
         h, p, n = self.n_heads, self.head_dim, self.state_size
         z, xs, bs, cs, dt = self.in_proj(x).split([h * p, h * p, n, n, h], dim=-1)
@@ -296,10 +288,3 @@ class Mamba2(Attention):
         y = y + self.skip[:, None, None] * xs
         y = self.norm(y.transpose(1, 2).flatten(2) * F.silu(z))
         return self.out_proj(y), state
-
-    def forward(self, x: torch.Tensor, pos: PositionalEncoding, context: ForwardContext | None = None) -> torch.Tensor:
-        return self.mix(x, None)[0]
-
-    def decode(self, x: torch.Tensor, pos: PositionalEncoding, context: ForwardContext) -> torch.Tensor:
-        y, context.cache.states[self.layer] = self.mix(x, context.cache.states.get(self.layer))
-        return y
