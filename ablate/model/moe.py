@@ -24,7 +24,8 @@ assignments per forward (Switch): the assignments past it, in token order, are d
 experts and the residual). Evaluation and decoding never drop.
 
 Forward: the N·top_k (token, expert) assignments sorted by expert, each expert's matmuls on its contiguous slice —
-one grouped GEMM (`torch.nn.functional.grouped_mm`) where torch has it for the dtype, else a loop over experts.
+one grouped GEMM (`torch.nn.functional.grouped_mm`) where torch documents it (bfloat16 on CUDA, compute capability
+8.0+: training under autocast), else a loop over the experts' slices (CPU, float32/float64).
 
 Logged (`metrics()`, over the optimizer steps since the last train row, global batch): `load/<i>` each expert's
 share of the assignments, `imbalance` the mean over steps of max_i load_i / mean load (1: balanced; at most
@@ -56,16 +57,21 @@ def expert_hidden_size(d_model: int, hidden_mult: float, multiple_of: int, n_exp
     return max(multiple_of, multiple_of * round(dense / experts / multiple_of))
 
 
-def grouped_matmul(x: torch.Tensor, weights: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
+def grouped_matmul(x: torch.Tensor, weights: torch.Tensor, counts: torch.Tensor, grouped: bool) -> torch.Tensor:
     """x: (M, a) rows sorted by group, weights: (G, a, b), counts: (G,) rows per group -> (M, b), each group's
-    rows times its own matrix. torch's grouped GEMM where it takes this dtype and layout (no host sync), else a
-    loop over the groups."""
+    rows times its own matrix: torch's grouped GEMM (`grouped`: one kernel, no host sync) or a loop over groups."""
     weights = weights.to(x.dtype)
-    aligned = all(n * x.element_size() % 16 == 0 for n in (x.shape[-1], weights.shape[-1]))
-    if hasattr(F, "grouped_mm") and x.dtype in (torch.float32, torch.bfloat16, torch.float16) and aligned:
+    if grouped:
         return F.grouped_mm(x.contiguous(), weights, offs=counts.cumsum(0).to(torch.int32))
     slices = x.split(counts.tolist())
     return torch.cat([rows @ weights[group] for group, rows in enumerate(slices)])
+
+
+def grouped_gemm_fits(x: torch.Tensor) -> bool:
+    """Where torch documents its grouped GEMM: bfloat16 on CUDA devices of compute capability 8.0 or newer (rows
+    of a multiple of 16 bytes)."""
+    return (hasattr(F, "grouped_mm") and x.is_cuda and x.dtype == torch.bfloat16 and x.shape[-1] % 8 == 0
+            and torch.cuda.get_device_capability(x.device) >= (8, 0))
 
 
 class MoE(FeedForward):
@@ -147,7 +153,11 @@ class MoE(FeedForward):
         counts = torch.bincount(assigned, minlength=self.n_experts)
         token = order // self.top_k
         rows = flat[token]
-        hidden = F.silu(grouped_matmul(rows, self.w_gate, counts)) * grouped_matmul(rows, self.w_up, counts)
+        if torch.is_autocast_enabled(x.device.type):  # the experts compute as autocast's linear layers would
+            rows = rows.to(torch.get_autocast_dtype(x.device.type))
+        grouped = grouped_gemm_fits(rows) and self.hidden % 8 == 0
+        hidden = F.silu(grouped_matmul(rows, self.w_gate, counts, grouped)) * \
+            grouped_matmul(rows, self.w_up, counts, grouped)
         gate = weights.flatten()[order].to(x.dtype)
         dropped = None
         if self.training and self.capacity_factor > 0:
@@ -156,7 +166,8 @@ class MoE(FeedForward):
             rank_in_expert = torch.arange(order.numel(), device=x.device) - first_of_expert[assigned[order]]
             kept = rank_in_expert < capacity
             gate, dropped = gate * kept, (~kept).sum()
-        out = torch.zeros_like(flat).index_add_(0, token, grouped_matmul(hidden, self.w_down, counts) * gate[:, None])
+        expert_out = grouped_matmul(hidden, self.w_down, counts, grouped).to(x.dtype)
+        out = torch.zeros_like(flat).index_add_(0, token, expert_out * gate[:, None])
         if self.shared is not None:
             out = out + self.shared["down"](F.silu(self.shared["gate"](flat)) * self.shared["up"](flat))
         if self.training:

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 import ablate
 from ablate.config import validate
 from ablate.model import count_parameters, flops_per_token
-from ablate.model.moe import MoE, grouped_matmul
+from ablate.model.moe import MoE, grouped_gemm_fits, grouped_matmul
 from ablate.spec import SpecError
 from ablate.training.loop import train
 from tests.model.helpers import DTYPE, TOL, choice, make_spec
@@ -94,11 +94,13 @@ def test_a_capacity_drops_an_experts_assignments_past_it_in_token_order_in_train
     torch.testing.assert_close(moe.eval()(x), reference(moe, x), **TOL)
 
 
-def test_the_grouped_gemm_equals_a_loop_over_groups_with_gradients_and_an_empty_group():
+@pytest.mark.parametrize("grouped", [True, False], ids=["grouped_mm", "loop"])
+def test_the_grouped_matmul_equals_a_loop_over_groups_with_gradients_and_an_empty_group(grouped):
+    """Both paths on the CPU (torch's grouped GEMM runs eagerly there in float32; training uses it on CUDA)."""
     x = torch.randn(10, 8, requires_grad=True)
     w = torch.randn(3, 8, 16, requires_grad=True)
     counts = torch.tensor([4, 0, 6])
-    out = grouped_matmul(x, w, counts)
+    out = grouped_matmul(x, w, counts, grouped)
     upstream = torch.randn(10, 16)
     out.backward(upstream)
     x64, w64 = x.detach().double().requires_grad_(), w.detach().double().requires_grad_()
@@ -107,6 +109,11 @@ def test_the_grouped_gemm_equals_a_loop_over_groups_with_gradients_and_an_empty_
     torch.testing.assert_close(out.double(), expected, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(x.grad.double(), x64.grad, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(w.grad.double(), w64.grad, atol=1e-5, rtol=1e-5)
+
+
+def test_the_grouped_gemm_is_used_where_torch_documents_it():
+    assert not grouped_gemm_fits(torch.zeros(4, 16, dtype=torch.bfloat16))  # CPU
+    assert not grouped_gemm_fits(torch.zeros(4, 16))
 
 
 def test_float32_through_the_grouped_gemm_matches_the_float64_reference():
