@@ -209,6 +209,20 @@ def test_the_match_rule_and_the_active_counts_by_formula(match, n_experts, share
         assert moe.blocks[0].ffn.active_parameters() == router + 3 * 3 * d * h
 
 
+@pytest.mark.parametrize("knobs", [{}, {"top_k": 3, "shared_experts": 2}, {"shared_experts": 0, "match": "flops"}])
+def test_forward_flops_counted_by_torch_are_two_per_active_parameter_per_token(knobs):
+    """torch's FlopCounterMode over the forward's matmuls: 2 FLOPs per active weight per token (router, top_k
+    routed experts, shared experts), so the PaLM count of flops_per_token holds for the MoE layer."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    moe = build(knobs, d_model=32).eval()
+    x = torch.randn(4, 16, 32, dtype=DTYPE)
+    with FlopCounterMode(display=False) as counter:
+        moe(x)
+    assert counter.get_total_flops() == 2 * 64 * moe.active_parameters()
+    assert moe.active_parameters() < sum(p.numel() for p in moe.parameters())
+
+
 def test_the_expert_width_rounds_to_the_nearest_multiple_and_never_to_zero():
     sizes = {(m, e): ablate.build_model(ablate.compose(["model=small", "ffn=moe", f"ffn.match={m}",
                                                         f"ffn.n_experts={e}"])).blocks[0].ffn.hidden
@@ -216,6 +230,17 @@ def test_the_expert_width_rounds_to_the_nearest_multiple_and_never_to_zero():
     # dense swiglu at d 256: 2/3·4·256 = 682.7 → 680; params: 680/9 = 75.6 → 72; flops: 680/3 = 226.7 → 224;
     # 64 experts: 680/65 = 10.5 → 8
     assert sizes == {("params", 8): 72, ("flops", 8): 224, ("params", 64): 8}
+
+
+def test_expert_router_and_shared_weights_decay_and_the_bias_is_no_parameter():
+    from ablate.training.optim import parameter_groups
+
+    model = ablate.build_model(ablate.compose(["model=tiny", "ffn=moe", "ffn.balance=bias"]))
+    decay, _ = parameter_groups(model, 0.1)
+    decayed = {id(p) for p in decay["params"]}
+    moe = model.blocks[0].ffn
+    assert {id(p) for p in moe.parameters()} <= decayed and moe.w_gate.dim() == 3
+    assert "selection_bias" not in dict(moe.named_parameters()) and "selection_bias" in dict(moe.named_buffers())
 
 
 @pytest.mark.parametrize("override,message", [
