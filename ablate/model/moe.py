@@ -77,7 +77,7 @@ def grouped_gemm_fits(x: torch.Tensor) -> bool:
 class MoE(FeedForward):
     def __init__(self, spec: ModelSpec, n_experts: int = 8, top_k: int = 2, shared_experts: int = 1,
                  balance: str = "aux_loss", match: str = "params", hidden_mult: float = 4.0, multiple_of: int = 8,
-                 aux_loss_coef: float = 0.01, bias_rate: float = 0.001, capacity_factor: float = 0.0):
+                 aux_loss_coef: float = 0.01, bias_rate: float = 0.01, capacity_factor: float = 0.0):
         super().__init__(spec)
         d = spec.d_model
         self.n_experts, self.top_k, self.balance = n_experts, top_k, balance
