@@ -19,7 +19,8 @@ from ablate.compare import stats
 from ablate.compare.charts import variant_colours
 from ablate.compare.group import Section
 from ablate.compare.rows import VariantRow
-from ablate.compare.tables import COLUMNS, DEFINITIONS, PHASE_COLUMNS, cells, columns_for, section_heading
+from ablate.compare.tables import (COLUMNS, DEFINITIONS, PHASE_COLUMNS, cells, columns_for, optional_columns,
+                                   section_heading)
 
 AXIS_TITLES = {"step": "by optimizer step", "tokens": "by training tokens", "time": "by training time"}
 CURVES_CAPTION = ("Thick line: mean over completed seeds (baseline in black); shaded: the seed band; dashed: a run "
@@ -95,13 +96,13 @@ def _code(text: str) -> str:
 
 def _table(section: Section, rows: list[VariantRow]) -> str:
     colours = variant_colours(section)
-    columns = columns_for(section)
+    columns, optional = columns_for(section, rows), optional_columns(rows)
     head = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
     body = []
     verdict_at = (PHASE_COLUMNS if section.phases else COLUMNS).index("verdict vs phase 0" if section.phases
                                                                       else "verdict")
     for row in rows:
-        values = [html.escape(c) for c in cells(row, section.phases)]
+        values = [html.escape(c) for c in cells(row, section.phases, optional)]
         values[0] = f'<span class="swatch" style="background:{colours[row.label]}"></span>{values[0]}'
         kind = VERDICT_CLASSES.get(row.verdict, "noise")
         values[verdict_at] = f'<span class="verdict {kind}">{values[verdict_at]}</span>'

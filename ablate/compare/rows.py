@@ -22,6 +22,7 @@ from ablate.spec import at_added_default
 from ablate.compare.load import Run
 
 STATUSES = ("completed", "diverged", "failed", "running")
+ROUTER_IMBALANCE = "train/ffn/imbalance"  # logged by ffn=moe (ablate.model.moe): max / mean expert load
 
 
 @dataclass
@@ -39,6 +40,9 @@ class VariantRow:
     verdict: str = stats.NO_RESULT
     params_total: float | None = None
     params_non_embedding: float | None = None
+    params_active: float | None = None  # params/active: what one token passes through (< total for a MoE)
+    flops_per_token: float | None = None  # training FLOPs per token of the active parameters
+    router_imbalance: float | None = None  # mean over counted seeds of the last logged train/ffn/imbalance
     tokens_per_s: float | None = None  # mean over counted seeds
     time_s: float | None = None  # mean training time (excludes eval) over counted seeds
     tokens_per_s_std: float | None = None  # sample std over the same seeds (None with one)
@@ -75,9 +79,11 @@ def variant_row(label: str, runs: list[Run]) -> VariantRow:
     row.final_spread, row.best_spread = stats.spread(row.final), stats.spread(row.best)
     row.params_total = _first(runs, "params/total")
     row.params_non_embedding = _first(runs, "params/non_embedding")
+    row.params_active, row.flops_per_token = _first(runs, "params/active"), _first(runs, "flops_per_token")
     measured = done or runs  # a variant that never completed still shows what its runs cost
     row.tokens_per_s, row.tokens_per_s_std = _mean(measured, "perf/tokens_per_s"), _std(measured, "perf/tokens_per_s")
     row.time_s, row.time_s_std = _mean(measured, "time_s"), _std(measured, "time_s")
+    row.router_imbalance = _mean(measured, ROUTER_IMBALANCE)
     row.kv_cache_bytes = _first(runs, "inference/kv_cache_bytes")
     row.decode_tokens_per_s = _mean(measured, "inference/decode_tokens_per_s")
     row.decode_tokens_per_s_batched = _mean(measured, "inference/decode_tokens_per_s_batched")

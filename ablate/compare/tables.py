@@ -52,7 +52,8 @@ the lr of study.lr_grid whose stage-1 run (first seed, short budget) ended with 
 `lr sensitivity` section shows those losses per lr, and its runs are left out of every other table. After a \
 rerun with another grid or budget, the runs at an lr the sweep no longer chooses, and stage-1 runs its current \
 choice was not made from, are left out (the header says how many; lr_tuning/choices.json has the choice).
-- `params`: parameters in total and without the embedding tables (input embedding and, if untied, the output head).
+- `params`: parameters in total and without the embedding tables (input embedding and, if untied, the output head); `active` (a mixture of experts): the parameters one token passes through (summary.json `params/active`: embeddings, attention, router, shared experts and top_k routed experts); its FLOPs per token, and so `compute ×` by FLOPs, count only those.
+- `router imbalance` (only where a run logged it: `ffn=moe`): mean over seeds of the last train row's `train/ffn/imbalance`, the most loaded expert's share of the routed assignments over the mean share, per optimizer step, averaged over the row's steps and the MoE layers (1 = balanced; at most n_experts / top_k).
 - `KV cache · decode tok/s`: bytes of decoding state one sequence needs at the model's block_size (summary.json \
 `inference/kv_cache_bytes`): Σ over layers of the attention's own formula (`Attention.cache_numel`: keys and values \
 per kv head for MHA/GQA/MQA, the latent plus the shared RoPE key for MLA, a window for local, a fixed state for \
@@ -73,11 +74,20 @@ they stopped.
 """
 
 
-def columns_for(section: Section) -> list[str]:
-    """Column titles; the phases table names its actual baseline phase (phase 0 unless --baseline phase=N)."""
-    if not section.phases:
-        return COLUMNS
-    return [c.replace("phase 0", section.baseline or "phase 0") for c in PHASE_COLUMNS]
+def columns_for(section: Section, rows: list[VariantRow] = ()) -> list[str]:
+    """Column titles; the phases table names its actual baseline phase (phase 0 unless --baseline phase=N).
+    Columns of `OPTIONAL_COLUMNS` follow where a row of `rows` has a value for them."""
+    columns = COLUMNS if not section.phases else [c.replace("phase 0", section.baseline or "phase 0")
+                                                  for c in PHASE_COLUMNS]
+    return columns + optional_columns(rows)
+
+
+# Shown only in sections where some row has a value for them: title -> VariantRow attribute.
+OPTIONAL_COLUMNS = {"router imbalance": "router_imbalance"}
+
+
+def optional_columns(rows: list[VariantRow]) -> list[str]:
+    return [title for title, attr in OPTIONAL_COLUMNS.items() if any(getattr(row, attr) is not None for row in rows)]
 
 
 def number(value: float | None, digits: int = 4, signed: bool = False) -> str:
@@ -148,10 +158,16 @@ def memory(size: float | None) -> str:
     return f"{size:.0f} B"
 
 
-def cells(row: VariantRow, phases: bool = False) -> list[str]:
-    """The row as display strings, in COLUMNS (or PHASE_COLUMNS) order."""
+def cells(row: VariantRow, phases: bool = False, optional: list[str] = ()) -> list[str]:
+    """The row as display strings, in COLUMNS (or PHASE_COLUMNS) order, then the `optional` columns."""
+    return _cells(row, phases) + [number(getattr(row, OPTIONAL_COLUMNS[title]), 2) for title in optional]
+
+
+def _cells(row: VariantRow, phases: bool) -> list[str]:
     comparison = row.comparison
     params = f"{si(row.params_total)} / {si(row.params_non_embedding)}"
+    if row.params_active is not None and row.params_total is not None and row.params_active < row.params_total:
+        params += f" · active {si(row.params_active)}"
     tokens = (f"{row.tokens_per_s:,.0f}" + (f" ± {row.tokens_per_s_std:,.0f}" if row.tokens_per_s_std is not None
                                              else "")) if row.tokens_per_s is not None else "–"
     seconds = duration(row.time_s) + (f" ± {duration(row.time_s_std)}" if row.time_s_std is not None else "")
@@ -188,14 +204,14 @@ def markdown(sections: list[Section], tables: list[list[VariantRow]], header: li
     """summary.md; `extra`: more sections (e.g. transfer across scale) before the definitions."""
     lines = ["# Comparison", "", *header, ""]
     for section, rows in zip(sections, tables):
-        columns = columns_for(section)
+        columns, optional = columns_for(section, rows), optional_columns(rows)
         lines += [f"## {section.title}", "", section_heading(section, rows), ""]
         lines += [f"> {note}" for note in section.notes]
         if section.notes:
             lines.append("")
         lines += ["| " + " | ".join(columns) + " |", "|" + "|".join("---" for _ in columns) + "|"]
         for row in rows:
-            values = [c.replace("|", "\\|") for c in cells(row, section.phases)]
+            values = [c.replace("|", "\\|") for c in cells(row, section.phases, optional)]
             if row.is_baseline:
                 values[0] = f"**{values[0]}**"
             lines.append("| " + " | ".join(values) + " |")
@@ -218,7 +234,9 @@ CSV_FIELDS = ["section", "study", "varies", "variant", "is_baseline", "phase", "
               "compute_x_high", "compute_x_extrapolated", "compute_x_flops", "compute_x_time", "lr", "tokens_per_s_std",
               "train_time_s_std",
               # added with inference accounting (summary.json inference/*)
-              "kv_cache_bytes", "decode_tokens_per_s", "decode_tokens_per_s_batched", "prefill_tokens_per_s"]
+              "kv_cache_bytes", "decode_tokens_per_s", "decode_tokens_per_s_batched", "prefill_tokens_per_s",
+              # added with ffn=moe: active parameters, FLOPs per token (of those), the router's final imbalance
+              "params_active", "flops_per_token", "router_imbalance"]
 
 
 def csv_text(sections: list[Section], tables: list[list[VariantRow]]) -> str:
@@ -256,6 +274,8 @@ def csv_text(sections: list[Section], tables: list[list[VariantRow]]) -> str:
                 "kv_cache_bytes": _raw(row.kv_cache_bytes), "decode_tokens_per_s": _raw(row.decode_tokens_per_s),
                 "decode_tokens_per_s_batched": _raw(row.decode_tokens_per_s_batched),
                 "prefill_tokens_per_s": _raw(row.prefill_tokens_per_s),
+                "params_active": _raw(row.params_active), "flops_per_token": _raw(row.flops_per_token),
+                "router_imbalance": _raw(row.router_imbalance),
             })
     return out.getvalue()
 

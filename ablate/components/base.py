@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import typing
-from typing import Any, ClassVar
+from typing import Any, Callable, ClassVar
 
 import torch
 from torch import nn
@@ -107,6 +107,18 @@ class Component:
         """A loss term from the last forward pass (e.g. expert load balancing), added to the training loss and
         logged as `train/aux/<family>`; None when there is none."""
         return None
+
+    def after_step(self, reduce: Callable[[torch.Tensor], torch.Tensor]) -> None:
+        """Called by the trainer after every optimizer step (e.g. to update a router's balancing bias from the
+        step's expert loads). `reduce(t)` sums a tensor over the processes of a data-parallel run (the tensor
+        itself in a plain run); every process calls it for the same tensors in the same order."""
+
+    def metrics(self) -> dict[str, torch.Tensor]:
+        """Statistics of the training steps since the last call, as scalar tensors on the device (kept there
+        until the trainer reads them at a train row, so collecting them costs no host sync per step); logged as
+        `train/<family>/<layer>/<name>` per layer and `train/<family>/<name>` (mean over layers, for names
+        without a "/"). The default has none."""
+        return {}
 
 
 class PositionalEncoding(Component, nn.Module):

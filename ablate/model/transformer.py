@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from typing import Callable
 
 import torch
 from torch import nn
@@ -124,6 +125,28 @@ class TransformerLM(nn.Module):
             if loss is not None:
                 losses[family] = losses[family] + loss if family in losses else loss
         return losses
+
+    def after_step(self, reduce: Callable[[torch.Tensor], torch.Tensor]) -> None:
+        """Each component's `after_step` (after every optimizer step; `reduce` sums over processes)."""
+        for _, module in self.components():
+            module.after_step(reduce)
+
+    def component_metrics(self) -> dict[str, torch.Tensor]:
+        """The components' `metrics()`: `<family>/<layer>/<name>` for those in a block (`<family>/<name>` for
+        the others), and `<family>/<name>` the mean over a family's layers for names without a "/"."""
+        values: dict[str, torch.Tensor] = {}
+        by_name: dict[str, list[torch.Tensor]] = {}
+        for layer, block in enumerate(self.blocks):
+            for module in block.modules():
+                if isinstance(module, Component) and not isinstance(module, Block):
+                    for name, value in module.metrics().items():
+                        values[f"{module.family}/{layer}/{name}"] = value
+                        if "/" not in name:
+                            by_name.setdefault(f"{module.family}/{name}", []).append(value)
+        for module in (self.pos_enc, *self.layer_pos_encs, self.final_norm):
+            if isinstance(module, Component):
+                values.update({f"{module.family}/{name}": value for name, value in module.metrics().items()})
+        return {**values, **{key: torch.stack(v).mean() for key, v in by_name.items()}}
 
 
 def soft_cap(logits: torch.Tensor, cap: float) -> torch.Tensor:

@@ -165,6 +165,15 @@ def mean(values: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return dict(zip(values, stacked.unbind()))
 
 
+def summed(tensor: torch.Tensor) -> torch.Tensor:
+    """`tensor` summed over the processes, on the device (the tensor itself for a plain run)."""
+    if not active():
+        return tensor
+    tensor = tensor.clone()
+    dist.all_reduce(tensor)
+    return tensor
+
+
 def total(*numbers: float) -> tuple[float, ...]:
     """Each number summed over the processes (float64)."""
     if not active():

@@ -266,6 +266,7 @@ class Trainer:
                     self.diverged(*bad)
                     break
                 state.optimizer.step()
+                state.model.after_step(distributed.summed)  # e.g. a router's balancing bias, from the step's load
                 state.advance(batch[0].numel(), time.perf_counter() - tic)  # batch × sequence length
                 self.throughput.update(state)
                 self.meter.add(values)
@@ -296,7 +297,8 @@ class Trainer:
 
     def log_train(self, lr: float) -> dict[str, Any]:
         tok_s = self.throughput.rate(self.state)
-        row = {**self._position(), "lr": lr, **self.meter.means(), "perf/tokens_per_s": tok_s}
+        row = {**self._position(), "lr": lr, **self.meter.means(), "perf/tokens_per_s": tok_s,
+               **{f"train/{key}": float(value) for key, value in self.state.model.component_metrics().items()}}
         if self.peak:
             row["perf/mfu"] = self.fpt * tok_s / self.peak
         self.sink.log(row)

@@ -191,3 +191,35 @@ def test_the_definitions_explain_every_column():
     for column in COLUMNS:
         head = re.split(r" \(| vs ", column)[0]
         assert f"`{head}`" in DEFINITIONS, column
+
+
+def test_a_mixture_of_experts_shows_active_parameters_and_its_router_imbalance(tmp_path):
+    """A section with ffn=moe runs: the params cell says `active`, summary.csv has params_active, flops_per_token and
+    router_imbalance, and the `router imbalance` column (mean over seeds of the last logged train/ffn/imbalance)
+    appears there only; a section without it keeps its columns."""
+    for seed, (final, imbalance) in enumerate([(4.0, 1.5), (4.02, 1.25)]):
+        write_run(tmp_path / "ffn" / f"relu{seed}", 4.1 + seed / 100, seed=seed, ffn="relu")
+        moe = write_run(tmp_path / "ffn" / f"moe{seed}", final, seed=seed, ffn="moe",
+                        summary_extra={"params/active": 73024, "params/total": 109888, "flops_per_token": 511872})
+        with (moe / "metrics.jsonl").open("a") as rows:
+            rows.write(json.dumps({"step": 100, "train/loss": 4.1, "train/ffn/imbalance": 2.0}) + "\n")
+            rows.write(json.dumps({"step": 100, "train/loss": 4.1, "train/ffn/imbalance": imbalance}) + "\n")
+    sections, tables = tables_of(tmp_path / "ffn")
+    text = markdown(sections, tables, [])
+    assert "| runs | flags | router imbalance |" in text
+    moe_line = next(line for line in text.splitlines() if line.startswith("| moe "))
+    relu_line = next(line for line in text.splitlines() if line.startswith("| **relu"))
+    assert "| 110k / 86.3k · active 73k |" in moe_line and moe_line.endswith("| 1.38 |")
+    assert "| 107k / 86.3k |" in relu_line and relu_line.endswith("| – |")  # dense: total = active, none logged
+    moe_csv = next(r for r in csv.DictReader(io.StringIO(csv_text(sections, tables))) if r["variant"] == "moe")
+    assert (moe_csv["params_active"], moe_csv["flops_per_token"]) == ("73024", "511872")
+    assert float(moe_csv["router_imbalance"]) == pytest.approx(1.375)
+    dense_only = tables_of(attention_study(tmp_path / "attention"))
+    assert "router imbalance |" not in markdown(*dense_only, []).split("## Definitions")[0]
+
+
+def test_the_definitions_explain_the_optional_columns():
+    from ablate.compare.tables import DEFINITIONS, OPTIONAL_COLUMNS
+
+    for column in OPTIONAL_COLUMNS:
+        assert f"`{column}`" in DEFINITIONS, column

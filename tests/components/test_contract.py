@@ -59,8 +59,8 @@ def test_position_wise_options_keep_shape_and_touch_one_position(family, name):
     assert y.shape == x.shape
     others = [t for t in range(9) if t != 4]
     torch.testing.assert_close(y2[:, others], y[:, others], atol=1e-12, rtol=0)
-    assert sum(p.numel() for p in module.parameters()) == module.active_parameters()
-    assert module.aux_loss() is None
+    assert 0 <= module.active_parameters() <= sum(p.numel() for p in module.parameters())  # a MoE: fewer
+    assert module.aux_loss() is None  # an auxiliary loss is a training loss
 
 
 ATTENTION = [name for family, name in OPTIONS if family == "attention"]
