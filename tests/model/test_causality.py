@@ -17,10 +17,13 @@ PAIRS = [pair for pair in allowed_pairs() if pair not in CORE_PAIRS]
 
 def test_every_pair_is_decided():
     """Each pair is causality-tested (here or in the core tests) or rejected by validation (test_validation.py):
-    the only rejected pairs are score biases with linear and differential attention."""
+    the only rejected pairs are score biases with linear and differential attention, and RoPE or score biases with
+    the gated linear attentions (their gates carry position)."""
     everything = set(itertools.product(option_names("pos_enc"), option_names("attention")))
     rejected = everything - set(PAIRS) - set(CORE_PAIRS)
-    assert rejected == {("relative", "linear"), ("alibi", "linear"), ("relative", "diff"), ("alibi", "diff")}
+    gated = {(pos, attention) for pos in ("rope", "relative", "alibi")
+             for attention in ("gla", "deltanet", "gated_deltanet", "mamba2")}
+    assert rejected == {("relative", "linear"), ("alibi", "linear"), ("relative", "diff"), ("alibi", "diff")} | gated
 
 
 @pytest.mark.parametrize("pos_enc,attention", PAIRS, ids=[f"pos_enc={p},attention={a}" for p, a in PAIRS])

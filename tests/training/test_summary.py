@@ -13,7 +13,7 @@ from ablate.training.summary import RunSummary, StatusError
 DOCUMENTED = {"status", "final/val_loss", "best/val_loss", "final/train_loss", "final/val_ppl", "final/val_acc",
               "params/total", "params/non_embedding", "params/active", "flops_per_token", "time_s", "tokens", "steps",
               "perf/tokens_per_s", "perf/peak_mem_bytes", "pos_enc", "attention", "ffn", "norm", "placement",
-              "dropout", "model", "data", "seed", "config_hash", "run_dir", "overrides", "device", "wandb_id",
+              "dropout", "optim", "model", "data", "seed", "config_hash", "run_dir", "overrides", "device", "wandb_id",
               "study", "varies", "baseline", "phase", "error", "diverged_at_step", "final/val_recall_acc"}
 
 
@@ -25,8 +25,8 @@ def _summary(*overrides: str) -> RunSummary:
 def test_a_new_summary_is_running_with_its_identity():
     summary = _summary("attention=gqa").to_dict()
     assert summary == {"status": "running", "pos_enc": "learned", "attention": "gqa", "ffn": "relu",
-                       "norm": "layernorm", "placement": "pre", "dropout": "on", "model": "tiny", "data": "stdlib",
-                       "seed": 0, "config_hash": "0123abcd", "run_dir": "runs/a", "overrides": "attention=gqa,seed=1"}
+                       "norm": "layernorm", "placement": "pre", "dropout": "on", "optim": "adamw", "model": "tiny",
+                       "data": "stdlib", "seed": 0, "config_hash": "0123abcd", "run_dir": "runs/a", "overrides": "attention=gqa,seed=1"}
 
 
 @pytest.mark.parametrize("end", ["complete", "diverge", "fail"])
