@@ -178,8 +178,8 @@ def test_tiny_ladder_end_to_end_and_resume(tmp_path, capsys):
     # x + f(x) and a post-norm block x + f(x) are the same computation, so pre and post tie exactly on every
     # seed while the seeds differ. The ffn study decides whatever its runs say.
     ladder_dir = tmp_path / "ladder"
-    args = ["--studies", "placement,ffn", "--seeds", "0,1", "--dir", str(ladder_dir), "norm=none", "model=tiny",
-            "train=smoke", "data.max_bytes=3000000", "device=cpu", "logger=none"]
+    args = ["--studies", "placement,ffn", "--seeds", "0,1", "--dir", str(ladder_dir), "--options", "ffn=gelu,swiglu",
+            "norm=none", "model=tiny", "train=smoke", "data.max_bytes=3000000", "device=cpu", "logger=none"]
     main(args)
     state = json.loads((ladder_dir / "ladder.json").read_text())
     assert [d["study"] for d in state["decisions"]] == ["placement", "ffn"]
