@@ -182,7 +182,6 @@ class DeltaNet(StateMixer, MultiHeadAttention):
     def check(cls, spec: ModelSpec, knobs: dict) -> list[str]:
         return [] if knobs["chunk_size"] >= 1 else [f"attention.chunk_size={knobs['chunk_size']} must be an integer >= 1"]
 
-
     def cache_numel(self, t: int) -> int:
         """The state S: H·D_k·D_v numbers, whatever t."""
         return self.n_heads * self.qk_head_dim * self.v_head_dim if t > 0 else 0
@@ -196,8 +195,16 @@ class DeltaNet(StateMixer, MultiHeadAttention):
         q, k, v = self.heads(x, context)
         q, k = (F.normalize(F.silu(t), dim=-1) for t in (q, k))
         beta = torch.sigmoid(self.beta_proj(x)).transpose(1, 2)  # (B, H, T)
-        o, state = delta_rule_chunked(q * self.head_dim**-0.5, k, v, beta, self.chunk_size, state)
-        return self.out_proj(self.out_norm(o).transpose(1, 2).flatten(2)), state
+        o, state = delta_rule_chunked(q * self.head_dim**-0.5, k, v, beta, self.chunk_size, state, self.log_decay(x))
+        return self.out_proj(self.gate(x, self.out_norm(o).transpose(1, 2).flatten(2))), state
+
+    def log_decay(self, x: torch.Tensor) -> torch.Tensor | None:
+        """log α (B, H, T) of the state's forget gate; DeltaNet has none."""
+        return None
+
+    def gate(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """y (B, T, H·D_v), the normalized heads, before the output projection; DeltaNet has no output gate."""
+        return y
 
 
 def mamba_decay_init(n_heads: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -220,15 +227,11 @@ class GatedDeltaNet(DeltaNet):
         self.a_log, self.dt_bias = nn.Parameter(a_log), nn.Parameter(dt_bias)
         self.out_gate = nn.Linear(spec.d_model, spec.n_heads * spec.head_dim, bias=spec.bias)
 
-    def mix(self, x: torch.Tensor, context: ForwardContext | None, state: torch.Tensor | None
-            ) -> tuple[torch.Tensor, torch.Tensor]:
-        q, k, v = self.heads(x, context)
-        q, k = (F.normalize(F.silu(t), dim=-1) for t in (q, k))
-        beta = torch.sigmoid(self.beta_proj(x)).transpose(1, 2)  # (B, H, T)
-        log_alpha = (-self.a_log.exp() * F.softplus(self.alpha_proj(x) + self.dt_bias)).transpose(1, 2)
-        o, state = delta_rule_chunked(q * self.head_dim**-0.5, k, v, beta, self.chunk_size, state, log_alpha)
-        y = self.out_norm(o).transpose(1, 2).flatten(2) * F.silu(self.out_gate(x))
-        return self.out_proj(y), state
+    def log_decay(self, x: torch.Tensor) -> torch.Tensor:
+        return (-self.a_log.exp() * F.softplus(self.alpha_proj(x) + self.dt_bias)).transpose(1, 2)
+
+    def gate(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return y * F.silu(self.out_gate(x))
 
 
 class Mamba2(StateMixer, Attention):
